@@ -1,0 +1,43 @@
+"""The Celery app. PostgreSQL holds the truth about tasks; the broker only carries wake-ups.
+
+Every setting that differs from Celery's default is here for "no accepted task is lost".
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskflow_site.settings")
+
+app = Celery("taskflow")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+app.conf.update(
+    # Ack after the task ran, so a message whose worker dies mid-run is delivered again.
+    task_acks_late=True,
+    # ...and also when the pool child is killed (SIGKILL, OOM), not only on exceptions.
+    task_reject_on_worker_lost=True,
+    # Hold one unacked message per process: nothing is stranded in a dead worker's buffer.
+    worker_prefetch_multiplier=1,
+    # JSON only: no pickle from the broker, ever.
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    # On broker connection loss, cancel running late-ack tasks instead of acking them into
+    # the void; their messages come back and the database claim keeps the run single.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # Keep retrying the broker at start-up (Celery 6 otherwise stops retrying).
+    broker_connection_retry_on_startup=True,
+    # Results and extended metadata (args, worker, name) go to django-celery-results.
+    result_extended=True,
+    # Tasks are routed to queues by TaskFlow itself; an unknown queue is created on demand.
+    task_create_missing_queues=True,
+    # Messages carry a priority (0 highest on Redis); tasks without one sit in the middle.
+    task_default_priority=6,
+    # Workers keep the Django database connection across tasks (CONN_MAX_AGE and health
+    # checks still apply): Celery's Django fixup otherwise closes it before and after every
+    # task, and a new PostgreSQL connection per task costs most of the throughput.
+    CELERY_DB_REUSE_MAX=1_000_000,
+)
+
+app.autodiscover_tasks()
