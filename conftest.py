@@ -86,14 +86,16 @@ def worker_env(django_db_setup, django_db_blocker, redis_client, tmp_path_factor
         REDIS_URL=settings.REDIS_URL,
         TASKFLOW_VAR_DIR=str(var_dir),
         EMAIL_URL=f"filemail:///{mail_dir}",
+        # Short leases so lost runs are noticed within seconds in the tests.
+        TASK_LEASE_SECONDS="3",
         PYTHONUNBUFFERED="1",
     )
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(worker_env):
-    """One long-lived worker for the session; tests using it need `transactional_db`."""
+    """One worker for a test module; tests using it need `django_db(transaction=True)`."""
     worker = Worker(worker_env).start()
     yield worker
     worker.stop()

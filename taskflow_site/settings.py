@@ -250,8 +250,40 @@ CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_DEFAULT_QUEUE = "default"
 # Longest time limit any task kind may ask for; the visibility timeout stays above it.
 TASK_MAX_TIMEOUT = 3600
+
+# --- Task engine (apps/tasks) -------------------------------------------------------------
+TASK_MAX_PAYLOAD_BYTES = env_positive_int("TASK_MAX_PAYLOAD_BYTES", 256 * 1024)
+TASK_BULK_MAX = env_positive_int("TASK_BULK_MAX", 1000)
+# A running task holds a lease, renewed every third of it; an expired lease is a lost run.
+TASK_LEASE_SECONDS = env_positive_int("TASK_LEASE_SECONDS", 30)
+# A queued task not claimed this long after its wake-up is published again if the broker lost it.
+TASK_REDISPATCH_AFTER = env_positive_int("TASK_REDISPATCH_AFTER", 60)
+# Waits shorter than this go to the broker as ETA messages; longer ones wait in the database.
+TASK_DISPATCH_LOOKAHEAD = env_positive_int("TASK_DISPATCH_LOOKAHEAD", 60)
+TASK_REAPER_INTERVAL = env_positive_int("TASK_REAPER_INTERVAL", 30)
+TASK_DISPATCH_INTERVAL = env_positive_int("TASK_DISPATCH_INTERVAL", 10)
+TASK_RETENTION_DAYS = env_positive_int("TASK_RETENTION_DAYS", 30)
+TASK_BROKER_TIMEOUT = 2
+CELERY_BEAT_SCHEDULE = {
+    "taskflow-reap-stale-tasks": {
+        "task": "taskflow.reap_stale_tasks",
+        "schedule": TASK_REAPER_INTERVAL,
+        "options": {"expires": TASK_REAPER_INTERVAL},
+    },
+    "taskflow-dispatch-due-tasks": {
+        "task": "taskflow.dispatch_due_tasks",
+        "schedule": TASK_DISPATCH_INTERVAL,
+        "options": {"expires": TASK_DISPATCH_INTERVAL},
+    },
+    "taskflow-delete-old-tasks": {
+        "task": "taskflow.delete_old_tasks",
+        "schedule": 24 * 3600,
+        "options": {"expires": 3600},
+    },
+}
 
 # --- Email ------------------------------------------------------------------------------
 # smtp://user:password@host:587/?tls=True, consolemail://, or filemail://var/mail (a path

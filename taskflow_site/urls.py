@@ -10,6 +10,7 @@ admin.site.index_title = "Operate TaskFlow"
 
 api_patterns = [
     path("auth/", include(("apps.accounts.urls", "accounts"), namespace="auth")),
+    path("", include(("apps.tasks.urls", "tasks"), namespace="tasks")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -1,0 +1,167 @@
+"""Runs one task inside a Celery worker process: claim, run the kind, record the outcome."""
+
+import logging
+import os
+import signal
+import threading
+import time
+import traceback as traceback_module
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import close_old_connections, connection
+from django.db.utils import InterfaceError, OperationalError
+from django.utils.functional import cached_property
+from rest_framework import serializers
+
+from . import services
+from .models import Task
+from .registry import PermanentError, get_kind
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_MIN_INTERVAL = 0.5  # seconds between two progress writes of one run
+CANCEL_CHECK_INTERVAL = 0.5  # seconds between two cancel-flag reads of one run
+
+
+class TaskCancelled(Exception):
+    """Raised by TaskContext.check_cancelled(); ends the run as cancelled."""
+
+
+class TaskContext:
+    """What a kind function sees of its task."""
+
+    def __init__(self, task: Task):
+        self._task = task
+        self._last_progress_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    @property
+    def task_id(self):
+        return self._task.id
+
+    @property
+    def attempt(self) -> int:
+        return self._task.attempts
+
+    @cached_property
+    def owner(self):
+        return self._task.owner
+
+    def progress(self, percent: float, message: str = "") -> None:
+        """Report progress (0-100). Writes at most every half second, and always at 100."""
+        now = time.monotonic()
+        if percent < 100 and now - self._last_progress_write < PROGRESS_MIN_INTERVAL:
+            return
+        self._last_progress_write = now
+        services.task_report_progress(task=self._task, progress=int(percent), message=message)
+
+    def cancelled(self) -> bool:
+        """True once someone asked this task to stop; the kind should wrap up and return."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= CANCEL_CHECK_INTERVAL:
+            self._last_cancel_check = now
+            self._cancelled = Task.objects.filter(pk=self._task.pk, cancel_requested=True).exists()
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.cancelled():
+            raise TaskCancelled()
+
+
+class LeaseKeeper:
+    """One thread per worker process that renews the leases of the runs in progress.
+
+    A run whose lease can no longer be renewed was fenced out (hard-revoked, or reaped
+    after a stall): the keeper then ends the whole process, which Celery replaces, so the
+    kind stops at once and nothing it does later can land.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._runs: dict = {}
+        self._thread = None
+        self._pid = None
+
+    def add(self, task: Task) -> None:
+        with self._lock:
+            self._runs[task.pk] = task
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._loop, name="taskflow-lease", daemon=True)
+                self._thread.start()
+
+    def remove(self, task: Task) -> None:
+        with self._lock:
+            self._runs.pop(task.pk, None)
+
+    def _loop(self):
+        from django.conf import settings
+
+        interval = max(settings.TASK_LEASE_SECONDS / 3, 0.2)
+        while True:
+            time.sleep(interval)
+            with self._lock:
+                for task in list(self._runs.values()):
+                    try:
+                        still_ours = services.task_renew_lease(task=task)
+                    except Exception:
+                        logger.exception("lease renewal failed for task %s", task.pk)
+                        connection.close()
+                        continue
+                    if not still_ours:
+                        logger.warning("task %s was taken from this run; ending the worker process", task.pk)
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+
+lease_keeper = LeaseKeeper()
+
+
+def _claim(task_id, worker: str) -> Task | None:
+    close_old_connections()
+    try:
+        return services.task_claim(task_id=task_id, worker=worker)
+    except (OperationalError, InterfaceError):
+        # The connection kept across tasks may have been cut (database restart,
+        # pg_terminate_backend); one reconnect is enough to tell.
+        connection.close()
+        return services.task_claim(task_id=task_id, worker=worker)
+
+
+def execute(task_id, *, worker: str) -> str | None:
+    """Run one task if this worker can claim it. Returns the final status of this run."""
+    task = _claim(task_id, worker)
+    if task is None:
+        logger.info("task %s not claimable; dropping the message", task_id)
+        return None
+    kind = get_kind(task.kind)
+    if kind is None:
+        return services.task_fail(task=task, error=f"UnknownKind: {task.kind!r} is not registered", permanent=True)
+
+    lease_keeper.add(task)
+    try:
+        try:
+            payload = kind.load_payload(task.payload, owner=task.owner)
+            result = kind.func(TaskContext(task), payload)
+        finally:
+            lease_keeper.remove(task)
+    except TaskCancelled:
+        services.task_mark_cancelled(task=task)
+        return "cancelled"
+    except serializers.ValidationError as exc:
+        return services.task_fail(task=task, error=f"InvalidPayload: {exc.detail}", permanent=True)
+    except SoftTimeLimitExceeded:
+        return services.task_fail(
+            task=task,
+            error=f"TimeLimitExceeded: the run took longer than its timeout of {task.timeout}s",
+            traceback=traceback_module.format_exc(),
+        )
+    except Exception as exc:
+        return services.task_fail(
+            task=task,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback_module.format_exc(),
+            permanent=isinstance(exc, PermanentError),
+        )
+    services.task_succeed(task=task, result=result)
+    return "succeeded"

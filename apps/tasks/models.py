@@ -1,0 +1,168 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    RETRYING = "retrying", "Retrying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINAL_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# A worker may claim a task in these states (and only when it is due).
+CLAIMABLE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RETRYING)
+# Cancel takes effect at once in these states; a running task is asked to stop instead.
+WAITING_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RETRYING)
+RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class TaskPriority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+    CRITICAL = "critical", "Critical"
+
+
+# Celery message priority on Redis: the broker serves lower numbers first, in steps of 0/3/6/9.
+CELERY_PRIORITY = {
+    TaskPriority.CRITICAL: 0,
+    TaskPriority.HIGH: 3,
+    TaskPriority.NORMAL: 6,
+    TaskPriority.LOW: 9,
+}
+
+
+class TaskQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def final(self):
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def failed(self):
+        return self.filter(status=TaskStatus.FAILED)
+
+
+class Task(models.Model):
+    """One unit of work of a registered kind. The id is also the Celery task id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=100)
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    queue = models.CharField(max_length=100, default="default")
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs started so far.")
+    max_retries = models.PositiveIntegerField(default=3, help_text="Automatic retries after the first run.")
+    timeout = models.PositiveIntegerField(default=300, help_text="Seconds one run may take.")
+    run_at = models.DateTimeField(null=True, blank=True, help_text="When the next run is due (ETA or backoff).")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Fencing token of the current run: a stale run whose token no longer matches cannot
+    # report progress or finish the task.
+    run_id = models.UUIDField(null=True, blank=True, editable=False)
+    cancel_requested = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When the last wake-up was published.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("retry_task", "Can retry tasks"),
+            ("cancel_task", "Can cancel tasks"),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="task_owner_created"),
+            models.Index(fields=["status", "-created_at", "-id"], name="task_status_created"),
+            models.Index(fields=["kind", "status"], name="task_kind_status"),
+            models.Index(fields=["-created_at", "-id"], name="task_created"),
+            # The reaper's and dispatcher's sweeps touch only the few live rows.
+            models.Index(
+                fields=["lease_expires_at"], name="task_running_lease", condition=Q(status=TaskStatus.RUNNING)
+            ),
+            models.Index(
+                fields=["run_at"],
+                name="task_waiting_due",
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.RETRYING]),
+            ),
+            models.Index(
+                fields=["queued_at"],
+                name="task_dispatched",
+                condition=Q(status__in=[TaskStatus.QUEUED, TaskStatus.RETRYING]),
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_unique_idempotency_key",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="task_progress_0_100"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {str(self.id)[:8]}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def queue_wait(self):
+        if self.started_at and self.created_at:
+            return self.started_at - self.created_at
+        return None
+
+    @property
+    def run_time(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class TaskEvent(models.Model):
+    """One state change or staff action on a task: who, when, from → to, why."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    from_status = models.CharField(max_length=10, choices=TaskStatus.choices, blank=True)
+    to_status = models.CharField(max_length=10, choices=TaskStatus.choices, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["task", "created_at"], name="taskevent_task_created")]
+
+    def __str__(self):
+        return f"{self.from_status or '∅'} → {self.to_status or self.from_status}"

@@ -1,0 +1,101 @@
+"""The registry of task kinds.
+
+A kind is a function registered in any app's `kinds.py`:
+
+    @task_kind("demo.sleep", payload=SleepPayload, timeout=60)
+    def sleep(ctx: TaskContext, payload: dict) -> dict:
+        ...
+
+It receives a TaskContext and the payload validated by its serializer, and returns a
+JSON-able result. Raising an exception fails the attempt (and retries while attempts remain).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from rest_framework import serializers
+
+
+class EmptyPayload(serializers.Serializer):
+    """For kinds that take no payload."""
+
+
+class PermanentError(Exception):
+    """Raise from a kind to fail the task at once, without automatic retries."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    func: Callable
+    payload: type[serializers.Serializer]
+    queue: str = "default"
+    max_retries: int = 3
+    timeout: int = 300
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 600.0
+    staff_only: bool = False
+    description: str = ""
+    defaults: dict = field(default_factory=dict)
+
+    def validate_payload(self, data, *, owner) -> dict:
+        """Validate a payload; raises serializers.ValidationError. Returns JSON-able data."""
+        serializer = self.payload(data=data, context={"owner": owner})
+        serializer.is_valid(raise_exception=True)
+        return serializer.data
+
+    def load_payload(self, data, *, owner) -> dict:
+        """Validate a stored payload again at run time and return typed values for the kind."""
+        serializer = self.payload(data=data, context={"owner": owner})
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+_registry: dict[str, Kind] = {}
+
+
+def task_kind(
+    name: str,
+    *,
+    payload: type[serializers.Serializer] = EmptyPayload,
+    queue: str = "default",
+    max_retries: int = 3,
+    timeout: int = 300,
+    retry_backoff: float = 2.0,
+    retry_backoff_max: float = 600.0,
+    staff_only: bool = False,
+):
+    if timeout > settings.TASK_MAX_TIMEOUT:
+        raise ValueError(f"kind {name}: timeout {timeout}s exceeds TASK_MAX_TIMEOUT ({settings.TASK_MAX_TIMEOUT}s)")
+
+    def register(func: Callable) -> Callable:
+        if name in _registry and _registry[name].func is not func:
+            raise ValueError(f"task kind {name!r} is registered twice")
+        _registry[name] = Kind(
+            name=name,
+            func=func,
+            payload=payload,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            retry_backoff_max=retry_backoff_max,
+            staff_only=staff_only,
+            description=(func.__doc__ or "").strip().split("\n")[0],
+        )
+        return func
+
+    return register
+
+
+def get_kind(name: str) -> Kind | None:
+    return _registry.get(name)
+
+
+def all_kinds() -> list[Kind]:
+    return sorted(_registry.values(), key=lambda kind: kind.name)
+
+
+def kinds_for(user) -> list[Kind]:
+    return [kind for kind in all_kinds() if user.is_staff or not kind.staff_only]

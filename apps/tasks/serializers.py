@@ -1,0 +1,119 @@
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from .models import Task, TaskEvent, TaskPriority
+from .services import TaskSpec
+
+
+class TaskSubmitSerializer(serializers.Serializer):
+    kind = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=10000, required=False, allow_blank=True, default="")
+    priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    max_retries = serializers.IntegerField(min_value=0, max_value=25, required=False)
+    timeout = serializers.IntegerField(min_value=1, max_value=settings.TASK_MAX_TIMEOUT, required=False)
+    run_at = serializers.DateTimeField(required=False, allow_null=True)
+    idempotency_key = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    def to_spec(self) -> TaskSpec:
+        return TaskSpec(**self.validated_data)
+
+
+class TaskBulkSubmitSerializer(serializers.Serializer):
+    tasks = serializers.ListField(child=serializers.DictField(), allow_empty=False, max_length=settings.TASK_BULK_MAX)
+
+    def to_specs(self) -> list[TaskSpec]:
+        """Validate every item; errors are keyed by the item's index."""
+        specs, errors = [], {}
+        for index, item in enumerate(self.validated_data["tasks"]):
+            serializer = TaskSubmitSerializer(data=item)
+            if serializer.is_valid():
+                specs.append(serializer.to_spec())
+            else:
+                errors[str(index)] = serializer.errors
+        if errors:
+            raise serializers.ValidationError({"tasks": errors})
+        return specs
+
+
+class TaskActionSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class TaskCancelSerializer(TaskActionSerializer):
+    hard = serializers.BooleanField(
+        default=False, help_text="Staff only: stop a running task now instead of asking it to stop."
+    )
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    owner = serializers.EmailField(source="owner.email", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = [
+            "id",
+            "url",
+            "owner",
+            "kind",
+            "title",
+            "description",
+            "payload",
+            "priority",
+            "queue",
+            "status",
+            "attempts",
+            "max_retries",
+            "timeout",
+            "run_at",
+            "idempotency_key",
+            "progress",
+            "progress_message",
+            "result",
+            "error",
+            "traceback",
+            "worker",
+            "cancel_requested",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, task) -> str:
+        return reverse("tasks:task-detail", args=[task.pk])
+
+
+class TaskListSerializer(TaskSerializer):
+    """The list leaves out the bulky fields; the detail has them."""
+
+    class Meta(TaskSerializer.Meta):
+        fields = [f for f in TaskSerializer.Meta.fields if f not in ("payload", "result", "traceback", "description")]
+        read_only_fields = fields
+
+
+class TaskBulkResultSerializer(serializers.Serializer):
+    tasks = TaskListSerializer(many=True)
+
+
+class TaskEventSerializer(serializers.ModelSerializer):
+    actor = serializers.EmailField(source="actor.email", read_only=True, default=None)
+
+    class Meta:
+        model = TaskEvent
+        fields = ["id", "created_at", "from_status", "to_status", "actor", "message", "worker", "attempt"]
+        read_only_fields = fields
+
+
+class KindSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    max_retries = serializers.IntegerField()
+    timeout = serializers.IntegerField()
+    payload_schema = serializers.DictField()

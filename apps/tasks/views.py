@@ -1,0 +1,107 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .filters import TaskFilter
+from .models import Task
+from .payload_schema import serializer_schema
+from .registry import kinds_for
+from .serializers import (
+    KindSerializer,
+    TaskActionSerializer,
+    TaskBulkResultSerializer,
+    TaskBulkSubmitSerializer,
+    TaskCancelSerializer,
+    TaskEventSerializer,
+    TaskListSerializer,
+    TaskSerializer,
+    TaskSubmitSerializer,
+)
+
+
+class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Tasks: owners see their own, staff see all. Another user's task is a 404."""
+
+    serializer_class = TaskSerializer
+    filterset_class = TaskFilter
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Task.objects.none()
+        return Task.objects.visible_to(self.request.user).select_related("owner")
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return TaskListSerializer
+        return TaskSerializer
+
+    def _created(self, task: Task, created: bool) -> Response:
+        data = TaskSerializer(task, context=self.get_serializer_context()).data
+        headers = {"Location": data["url"]}
+        return Response(data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK, headers=headers)
+
+    @extend_schema(request=TaskSubmitSerializer, responses={201: TaskSerializer, 200: TaskSerializer})
+    def create(self, request):
+        """Submit a task. The same idempotency_key again returns the first task (200)."""
+        data = TaskSubmitSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task, created = services.task_submit(owner=request.user, spec=data.to_spec())
+        return self._created(task, created)
+
+    @extend_schema(request=TaskBulkSubmitSerializer, responses={201: TaskBulkResultSerializer})
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """Submit up to TASK_BULK_MAX (1,000) tasks at once; all are validated first, all or nothing."""
+        data = TaskBulkSubmitSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tasks = services.task_submit_bulk(owner=request.user, specs=data.to_specs())
+        body = TaskBulkResultSerializer({"tasks": tasks}, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TaskActionSerializer, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        data = TaskActionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = services.task_retry(task=self.get_object(), actor=request.user, **data.validated_data)
+        return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=TaskCancelSerializer, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        data = TaskCancelSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["hard"] and not request.user.has_perm("tasks.cancel_task"):
+            raise PermissionDenied("Only operators can hard-revoke a running task.")
+        task = services.task_cancel(task=self.get_object(), actor=request.user, **data.validated_data)
+        return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
+
+    @extend_schema(responses=TaskEventSerializer(many=True))
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def events(self, request, pk=None):
+        task = self.get_object()
+        events = task.events.select_related("actor")
+        return Response(TaskEventSerializer(events, many=True).data)
+
+
+class KindListView(APIView):
+    """The task kinds you may submit, with the JSON schema of their payloads."""
+
+    @extend_schema(responses=KindSerializer(many=True))
+    def get(self, request):
+        kinds = [
+            {
+                "name": kind.name,
+                "description": kind.description,
+                "queue": kind.queue,
+                "max_retries": kind.max_retries,
+                "timeout": kind.timeout,
+                "payload_schema": serializer_schema(kind.payload),
+            }
+            for kind in kinds_for(request.user)
+        ]
+        return Response(KindSerializer(kinds, many=True).data)
