@@ -118,3 +118,25 @@ def test_notify_email_sends_to_the_owner(owner_api, celery_worker, mail_dir):
     assert task.result == {"sent": 1, "to": "owner@example.com"}
     text = next(mail_dir.iterdir()).read_text()
     assert "To: owner@example.com" in text and "Subject: Report ready" in text
+
+
+def _sessions_opened() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_the_worker_keeps_its_database_connection_across_tasks(owner_api, celery_worker):
+    wait_until_final(submit(owner_api))  # warm up: every pool process has connected once
+    before = _sessions_opened()
+    response = owner_api.post(f"{TASKS}bulk/", {"tasks": [{"kind": "demo.noop"}] * 40}, format="json")
+    ids = [t["id"] for t in response.json()["tasks"]]
+    wait_for(
+        lambda: Task.objects.filter(pk__in=ids, status=TaskStatus.SUCCEEDED).count() == 40,
+        timeout=30,
+        message="40 noop tasks",
+    )
+    # Without reuse every task opens a new connection (40+); the API test client adds none.
+    assert _sessions_opened() - before < 10
