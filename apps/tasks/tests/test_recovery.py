@@ -119,4 +119,3 @@ def test_hard_revoke_stops_a_running_task_and_a_later_retry_still_runs(owner_api
     task.save(update_fields=["payload"])
     assert owner_api.post(f"{TASKS}{task.id}/retry/", format="json").status_code == 200
     wait_for(lambda: Task.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=30, message="the retry")
-

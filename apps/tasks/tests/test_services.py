@@ -152,3 +152,18 @@ def test_retention_deletes_old_finished_tasks_and_their_events_only(owner):
     assert services.delete_old_tasks(older_than=timedelta(days=30), batch_size=1) == 1
     assert set(Task.objects.values_list("pk", flat=True)) == {old_running.pk, recent_done.pk}
     assert not TaskEvent.objects.filter(task_id=old_done.pk).exists()
+
+
+def test_the_reap_tasks_command_reports_what_it_recovered(owner):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    task = make_task(owner, kind="demo.sleep")
+    services.task_claim(task_id=task.pk, worker="w1")
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    out = StringIO()
+    call_command("reap_tasks", stdout=out)
+    # The lost run becomes a retry, and its short backoff is published at once as an ETA wake-up.
+    assert out.getvalue().strip() == "lost_runs: 1, redispatched: 0, due: 1"
+    assert Task.objects.get(pk=task.pk).status == "retrying"
