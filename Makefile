@@ -24,6 +24,7 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_user
+	$(BIN)/python manage.py register_system_jobs
 	@echo "TaskFlow on http://127.0.0.1:$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
 	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
 

@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from apps.core.testing import Worker
+from apps.core.testing import Beat, Worker
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -117,6 +117,21 @@ def start_worker(worker_env):
 
 
 @pytest.fixture
+def start_beat(worker_env):
+    """Start real `celery beat` processes inside one test."""
+    started = []
+
+    def start(name="beat"):
+        beat = Beat(worker_env, name=name).start()
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
+
+
+@pytest.fixture
 def mail_dir(worker_env):
     path = Path(worker_env["EMAIL_URL"].removeprefix("filemail:///"))
     for item in path.iterdir():
@@ -129,3 +144,103 @@ def scratch_dir():
     path = Path(tempfile.mkdtemp(prefix="taskflow-test-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- S3 (moto server) ---------------------------------------------------------------------
+S3_TEST_CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region_name": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible HTTP endpoint for the whole session: moto's server on 127.0.0.1.
+
+    Port 0 lets the OS pick a free port. moto does not check signatures, expiry or POST
+    policies, so those rules are tested on the generated policy and URLs themselves.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class S3Bucket:
+    """The bucket a test's default storage points at, with a boto3 client to inspect it."""
+
+    def __init__(self, endpoint_url: str, name: str):
+        import boto3
+
+        self.endpoint_url = endpoint_url
+        self.name = name
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=S3_TEST_CREDENTIALS["access_key"],
+            aws_secret_access_key=S3_TEST_CREDENTIALS["secret_key"],
+            region_name=S3_TEST_CREDENTIALS["region_name"],
+        )
+
+    @property
+    def env(self) -> dict:
+        """Environment for subprocesses (e.g. `worker_env | s3_storage.env`) to use this bucket."""
+        return {
+            "AWS_STORAGE_BUCKET_NAME": self.name,
+            "AWS_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": S3_TEST_CREDENTIALS["access_key"],
+            "AWS_SECRET_ACCESS_KEY": S3_TEST_CREDENTIALS["secret_key"],
+            "AWS_S3_REGION_NAME": S3_TEST_CREDENTIALS["region_name"],
+        }
+
+    def object_keys(self) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        return [item["Key"] for page in pages for item in page.get("Contents", ())]
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def head(self, key: str) -> dict:
+        return self.client.head_object(Bucket=self.name, Key=key)
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings):
+    """Point the default storage at a fresh bucket on the moto server, as the real stack does."""
+    import uuid
+
+    from django.core.files.storage import default_storage
+
+    bucket = S3Bucket(s3_server, f"taskflow-test-{uuid.uuid4().hex[:16]}")
+    bucket.client.create_bucket(Bucket=bucket.name)
+    settings.AWS_STORAGE_BUCKET_NAME = bucket.name
+    settings.AWS_S3_ENDPOINT_URL = s3_server
+    settings.AWS_ACCESS_KEY_ID = S3_TEST_CREDENTIALS["access_key"]
+    settings.AWS_SECRET_ACCESS_KEY = S3_TEST_CREDENTIALS["secret_key"]
+    settings.AWS_S3_REGION_NAME = S3_TEST_CREDENTIALS["region_name"]
+    # Assigning STORAGES sends setting_changed, which drops Django's cached storage
+    # backends, so `default_storage` and every FileField's storage are built anew.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "apps.files.storage.ObjectStorage",
+            "OPTIONS": {
+                "bucket_name": bucket.name,
+                "endpoint_url": s3_server,
+                **S3_TEST_CREDENTIALS,
+                "addressing_style": "path",
+                "signature_version": "s3v4",
+                "file_overwrite": False,
+                "querystring_expire": 300,
+                "default_acl": None,
+            },
+        },
+    }
+    assert default_storage.bucket_name == bucket.name
+    yield bucket
+    for key in bucket.object_keys():
+        bucket.client.delete_object(Bucket=bucket.name, Key=key)
+    bucket.client.delete_bucket(Bucket=bucket.name)

@@ -144,7 +144,8 @@ if DEBUG:
     STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders, but wants the folder
 if AWS_STORAGE_BUCKET_NAME:
     default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        # S3Storage that keeps objects' bytes as uploaded (no Content-Encoding guessed from names).
+        "BACKEND": "apps.files.storage.ObjectStorage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
             "endpoint_url": AWS_S3_ENDPOINT_URL,
@@ -249,7 +250,8 @@ else:
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's database scheduler behind a lock: a second beat stands by.
+CELERY_BEAT_SCHEDULER = "apps.tasks.beat:SingleBeatScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Longest time limit any task kind may ask for; the visibility timeout stays above it.
 TASK_MAX_TIMEOUT = 3600
@@ -267,7 +269,14 @@ TASK_REAPER_INTERVAL = env_positive_int("TASK_REAPER_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_positive_int("TASK_DISPATCH_INTERVAL", 10)
 TASK_RETENTION_DAYS = env_positive_int("TASK_RETENTION_DAYS", 30)
 TASK_BROKER_TIMEOUT = 2
+# A schedule run that beat has not fired this long after it was due is fired by the sweep.
+SCHEDULE_CATCH_UP_AFTER = env_positive_int("SCHEDULE_CATCH_UP_AFTER", 30)
 CELERY_BEAT_SCHEDULE = {
+    "taskflow-fire-due-schedules": {
+        "task": "taskflow.fire_due_schedules",
+        "schedule": 15,
+        "options": {"expires": 15},
+    },
     "taskflow-reap-stale-tasks": {
         "task": "taskflow.reap_stale_tasks",
         "schedule": TASK_REAPER_INTERVAL,
@@ -280,6 +289,16 @@ CELERY_BEAT_SCHEDULE = {
     },
     "taskflow-delete-old-tasks": {
         "task": "taskflow.delete_old_tasks",
+        "schedule": 24 * 3600,
+        "options": {"expires": 3600},
+    },
+    "taskflow-delete-stale-pending-uploads": {
+        "task": "taskflow.delete_stale_pending_uploads",
+        "schedule": 24 * 3600,
+        "options": {"expires": 3600},
+    },
+    "taskflow-flush-expired-tokens": {
+        "task": "taskflow.flush_expired_tokens",
         "schedule": 24 * 3600,
         "options": {"expires": 3600},
     },
@@ -341,3 +360,44 @@ LOGGING = {
 # --- TaskFlow ---------------------------------------------------------------------------
 TASKFLOW_DEMO_EMAIL = env.str("TASKFLOW_DEMO_EMAIL", default="admin@taskflow.local")
 TASKFLOW_DEMO_PASSWORD = env.str("TASKFLOW_DEMO_PASSWORD", default="taskflow-admin")
+
+# --- Files (apps/files) ---------------------------------------------------------------
+# Multipart uploads through TaskFlow (POST /api/files/); anything larger is a 413.
+FILES_MAX_UPLOAD_BYTES = env_positive_int("FILES_MAX_UPLOAD_BYTES", 100 * 1024 * 1024)
+# Presigned uploads go straight to the object store: 5 GiB is S3's limit for one POST.
+FILES_MAX_PRESIGNED_UPLOAD_BYTES = env_positive_int("FILES_MAX_PRESIGNED_UPLOAD_BYTES", 5 * 1024**3)
+FILES_PRESIGN_EXPIRE_SECONDS = env_positive_int("FILES_PRESIGN_EXPIRE_SECONDS", 300)
+# Presigned uploads never completed are deleted (object and row) by a daily job after this.
+FILES_PENDING_UPLOAD_MAX_AGE_SECONDS = env_positive_int("FILES_PENDING_UPLOAD_MAX_AGE_SECONDS", 24 * 3600)
+if FILES_PENDING_UPLOAD_MAX_AGE_SECONDS <= FILES_PRESIGN_EXPIRE_SECONDS:
+    raise ImproperlyConfigured(
+        "FILES_PENDING_UPLOAD_MAX_AGE_SECONDS must be longer than FILES_PRESIGN_EXPIRE_SECONDS, "
+        "or the clean-up deletes uploads that are still allowed to arrive"
+    )
+# The S3 endpoint as API clients reach it, when that differs from AWS_S3_ENDPOINT_URL (in
+# docker-compose MinIO is http://minio:9000 inside, http://localhost:9000 outside).
+# Presigned URLs are signed for this host.
+FILES_S3_PUBLIC_ENDPOINT_URL = env.str("FILES_S3_PUBLIC_ENDPOINT_URL", default="") or None
+# JSON bodies and non-file form fields are held in memory up to this size (bulk task
+# submissions included); file parts do not count against it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# Uploaded files above this are spooled to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Daily: delete presigned uploads older than FILES_PENDING_UPLOAD_MAX_AGE_SECONDS.
+CELERY_BEAT_SCHEDULE = {
+    **CELERY_BEAT_SCHEDULE,
+    "taskflow-delete-stale-pending-uploads": {
+        "task": "taskflow.delete_stale_pending_uploads",
+        "schedule": 24 * 3600,
+        "options": {"expires": 3600},
+    },
+}
+
+# --- Operator admin (apps/tasks/admin.py) ---------------------------------------------
+# Bulk retry/cancel of more tasks than this is handed to a Celery task instead of the request.
+TASK_ADMIN_BULK_INLINE_MAX = 1000
+# The dashboard's aggregates and worker inspection are cached this long (seconds).
+TASK_DASHBOARD_CACHE_SECONDS = 10
+TASK_DASHBOARD_WORKERS_CACHE_SECONDS = 5
+# Seconds the dashboard waits for workers to answer a remote-control inspection.
+TASK_DASHBOARD_INSPECT_TIMEOUT = 1.0

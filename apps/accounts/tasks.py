@@ -20,3 +20,11 @@ def send_welcome_email(user_id: int) -> None:
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[user.email],
     )
+
+
+@shared_task(name="taskflow.flush_expired_tokens", ignore_result=True)
+def flush_expired_tokens() -> None:
+    """Daily (celery-beat): drop expired refresh tokens from the blacklist tables."""
+    from django.core.management import call_command
+
+    call_command("flushexpiredtokens")

@@ -12,38 +12,24 @@ import pytest
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
-class Worker:
-    """A real `celery worker` process on the test database and the test Redis."""
+class CeleryProcess:
+    """A real `celery` process (worker or beat) on the test database and the test Redis."""
 
-    def __init__(self, env: dict, concurrency: int = 2, name: str = "worker"):
+    ready_marker = b""
+
+    def __init__(self, env: dict, name: str):
         self.env = env
-        self.concurrency = concurrency
         self.name = name
         self.process = None
         self.log_path = Path(env["TASKFLOW_VAR_DIR"]) / f"{name}.log"
 
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self):
-        hostname = f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@localhost"
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the process lifetime)
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process lifetime)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "--app",
-                "taskflow_site",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(self.concurrency),
-                "--hostname",
-                hostname,
-                "--without-gossip",
-                "--without-mingle",
-                "--queues",
-                "default,files,notify,celery",
-            ],
+            [sys.executable, "-m", "celery", "--app", "taskflow_site", *self.command()],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
@@ -57,11 +43,11 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.read_log()}")
-            if b" ready." in self.log_path.read_bytes():
+                raise RuntimeError(f"{self.name} exited early:\n{self.read_log()}")
+            if self.ready_marker in self.log_path.read_bytes():
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"worker did not become ready:\n{self.read_log()}")
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.read_log()}")
 
     def read_log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
@@ -93,3 +79,35 @@ def wait_for(predicate, timeout=30.0, interval=0.1, message="condition"):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+class Worker(CeleryProcess):
+    ready_marker = b" ready."
+
+    def __init__(self, env: dict, concurrency: int = 2, name: str = "worker"):
+        super().__init__(env, name)
+        self.concurrency = concurrency
+
+    def command(self) -> list[str]:
+        hostname = f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@localhost"
+        return [
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(self.concurrency),
+            "--hostname",
+            hostname,
+            "--without-gossip",
+            "--without-mingle",
+            "--queues",
+            "default,files,notify,celery",
+        ]
+
+
+class Beat(CeleryProcess):
+    ready_marker = b"beat: Starting"
+
+    def command(self) -> list[str]:
+        state = Path(self.env["TASKFLOW_VAR_DIR"]) / f"{self.name}-schedule"
+        return ["beat", "--loglevel", "INFO", "--max-interval", "1", "--pidfile=", "--schedule", str(state)]

@@ -39,6 +39,18 @@ CELERY_PRIORITY = {
 }
 
 
+class TaskTrigger(models.TextChoices):
+    API = "api", "API"
+    SCHEDULE = "schedule", "Schedule"
+    RUN_NOW = "run_now", "Run now"
+    ADMIN = "admin", "Admin"
+
+
+class OverlapPolicy(models.TextChoices):
+    ALLOW = "allow", "Allow overlapping runs"
+    SKIP = "skip", "Skip while the previous run is unfinished"
+
+
 class TaskQuerySet(models.QuerySet):
     def visible_to(self, user):
         if user.is_staff:
@@ -82,6 +94,10 @@ class Task(models.Model):
     # report progress or finish the task.
     run_id = models.UUIDField(null=True, blank=True, editable=False)
     cancel_requested = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=10, choices=TaskTrigger.choices, default=TaskTrigger.API)
+    schedule = models.ForeignKey(
+        "tasks.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True, help_text="When the last wake-up was published.")
@@ -100,8 +116,20 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at", "-id"], name="task_owner_created"),
             models.Index(fields=["status", "-created_at", "-id"], name="task_status_created"),
-            models.Index(fields=["kind", "status"], name="task_kind_status"),
             models.Index(fields=["-created_at", "-id"], name="task_created"),
+            # The admin's filters, alone or combined: each list is read in the changelist's
+            # order (newest first) from an index led by its equality filter.
+            models.Index(fields=["kind", "-created_at", "-id"], name="task_kind_created"),
+            models.Index(fields=["kind", "status", "-created_at", "-id"], name="task_kind_status_created"),
+            models.Index(fields=["priority", "-created_at", "-id"], name="task_priority_created"),
+            models.Index(fields=["-created_at", "-id"], name="task_has_error_created", condition=~Q(error="")),
+            # The dashboard's time-bounded aggregates (throughput, failures, run times by kind)
+            # are answered from this index alone.
+            models.Index(
+                fields=["finished_at", "status", "kind", "started_at"],
+                name="task_finished",
+                condition=Q(finished_at__isnull=False),
+            ),
             # The reaper's and dispatcher's sweeps touch only the few live rows.
             models.Index(
                 fields=["lease_expires_at"], name="task_running_lease", condition=Q(status=TaskStatus.RUNNING)
@@ -166,3 +194,66 @@ class TaskEvent(models.Model):
 
     def __str__(self):
         return f"{self.from_status or '∅'} → {self.to_status or self.from_status}"
+
+
+class ScheduleQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+
+class Schedule(models.Model):
+    """A recurring submission of one kind and payload, driven by celery-beat.
+
+    `next_run_at` is TaskFlow's own idea of the next run; a firing claims it with one
+    conditional UPDATE, so two beats (or beat and the catch-up sweep) never fire one run twice.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    cron = models.CharField(max_length=100, blank=True, help_text="minute hour day-of-month month day-of-week")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name, e.g. Europe/Berlin")
+    enabled = models.BooleanField(default=True)
+    paused_reason = models.CharField(max_length=500, blank=True)
+    overlap_policy = models.CharField(max_length=10, choices=OverlapPolicy.choices, default=OverlapPolicy.ALLOW)
+
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    last_run_task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    skipped_runs = models.PositiveIntegerField(default=0)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="taskflow_schedule",
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        permissions = [("run_schedule", "Can run schedules now")]
+        indexes = [
+            models.Index(fields=["next_run_at"], name="schedule_due", condition=Q(enabled=True)),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="schedule_unique_name_per_owner"),
+            models.CheckConstraint(
+                condition=(Q(cron="") & Q(interval_seconds__isnull=False))
+                | (~Q(cron="") & Q(interval_seconds__isnull=True)),
+                name="schedule_cron_xor_interval",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name

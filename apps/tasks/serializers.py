@@ -2,7 +2,9 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from .models import Task, TaskEvent, TaskPriority
+from . import cron
+from .models import OverlapPolicy, Schedule, Task, TaskEvent, TaskPriority
+from .schedule_services import ScheduleSpec
 from .services import TaskSpec
 
 
@@ -51,6 +53,7 @@ class TaskCancelSerializer(TaskActionSerializer):
 class TaskSerializer(serializers.ModelSerializer):
     owner = serializers.EmailField(source="owner.email", read_only=True)
     url = serializers.SerializerMethodField()
+    schedule = serializers.UUIDField(source="schedule_id", read_only=True, allow_null=True)
 
     class Meta:
         model = Task
@@ -77,6 +80,8 @@ class TaskSerializer(serializers.ModelSerializer):
             "traceback",
             "worker",
             "cancel_requested",
+            "trigger",
+            "schedule",
             "created_at",
             "queued_at",
             "started_at",
@@ -117,3 +122,70 @@ class KindSerializer(serializers.Serializer):
     max_retries = serializers.IntegerField()
     timeout = serializers.IntegerField()
     payload_schema = serializers.DictField()
+
+
+class ScheduleInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    kind = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    cron = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    interval_seconds = serializers.IntegerField(min_value=1, max_value=366 * 24 * 3600, required=False, allow_null=True)
+    timezone = serializers.CharField(max_length=64, default="UTC")
+    priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    enabled = serializers.BooleanField(default=True)
+    overlap_policy = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.ALLOW)
+
+    def to_spec(self) -> ScheduleSpec:
+        data = dict(self.validated_data)
+        data["cron"] = " ".join(data["cron"].split())
+        return ScheduleSpec(**data)
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    owner = serializers.EmailField(source="owner.email", read_only=True)
+    cron_description = serializers.SerializerMethodField()
+    last_run = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "owner",
+            "name",
+            "kind",
+            "payload",
+            "priority",
+            "cron",
+            "cron_description",
+            "interval_seconds",
+            "timezone",
+            "enabled",
+            "paused_reason",
+            "overlap_policy",
+            "next_run_at",
+            "last_fired_at",
+            "last_run",
+            "skipped_runs",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_cron_description(self, schedule) -> str:
+        return cron.describe(schedule.cron) if schedule.cron else f"Every {schedule.interval_seconds} seconds"
+
+    def get_last_run(self, schedule) -> dict | None:
+        task = schedule.last_run_task
+        if task is None:
+            return None
+        return {"id": str(task.pk), "status": task.status, "url": reverse("tasks:task-detail", args=[task.pk])}
+
+
+class ScheduleActionSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class SchedulePreviewSerializer(serializers.Serializer):
+    local = serializers.CharField()
+    utc = serializers.CharField()
+    flag = serializers.ChoiceField(choices=["", "gap", "repeated"])

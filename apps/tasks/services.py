@@ -30,6 +30,7 @@ from .models import (
     TaskEvent,
     TaskPriority,
     TaskStatus,
+    TaskTrigger,
 )
 from .registry import get_kind, kinds_for
 
@@ -119,10 +120,13 @@ def _dispatch_on_commit(tasks: list[Task]) -> None:
         transaction.on_commit(lambda: dispatch.publish(ready))
 
 
-def task_submit(*, owner, spec: TaskSpec) -> tuple[Task, bool]:
+def task_submit(
+    *, owner, spec: TaskSpec, trigger: str = TaskTrigger.API, schedule=None, actor=None
+) -> tuple[Task, bool]:
     """Accept one task. Returns (task, created); a replayed idempotency key returns the first task."""
     now = timezone.now()
     task = task_build(owner=owner, spec=spec, now=now)
+    task.trigger, task.schedule = trigger, schedule
     if task.idempotency_key:
         existing = Task.objects.filter(owner=owner, idempotency_key=task.idempotency_key).first()
         if existing:
@@ -130,7 +134,8 @@ def task_submit(*, owner, spec: TaskSpec) -> tuple[Task, bool]:
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            _event(task, "", task.status, actor=owner, message="Submitted").save()
+            message = "Submitted" if trigger == TaskTrigger.API else f"Submitted ({TaskTrigger(trigger).label.lower()})"
+            _event(task, "", task.status, actor=actor or owner, message=message).save()
             _dispatch_on_commit([task])
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.

@@ -5,6 +5,7 @@ from . import views
 
 router = SimpleRouter()
 router.register("tasks", views.TaskViewSet, basename="task")
+router.register("schedules", views.ScheduleViewSet, basename="schedule")
 
 urlpatterns = [
     path("kinds/", views.KindListView.as_view(), name="kinds"),

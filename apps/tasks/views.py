@@ -1,17 +1,21 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from . import schedule_services, services
 from .filters import TaskFilter
-from .models import Task
+from .models import Schedule, Task
 from .payload_schema import serializer_schema
 from .registry import kinds_for
+from .schedule_services import ScheduleSpec
 from .serializers import (
     KindSerializer,
+    ScheduleInputSerializer,
+    SchedulePreviewSerializer,
+    ScheduleSerializer,
     TaskActionSerializer,
     TaskBulkResultSerializer,
     TaskBulkSubmitSerializer,
@@ -105,3 +109,68 @@ class KindListView(APIView):
             for kind in kinds_for(request.user)
         ]
         return Response(KindSerializer(kinds, many=True).data)
+
+
+class ScheduleViewSet(viewsets.ModelViewSet):
+    """Recurring submissions. Owners manage their own; another user's schedule is a 404."""
+
+    serializer_class = ScheduleSerializer
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Schedule.objects.none()
+        return Schedule.objects.visible_to(self.request.user).select_related("owner", "last_run_task")
+
+    def _input(self, instance=None, partial=False) -> ScheduleSpec:
+        initial = {}
+        if instance is not None:
+            initial = {
+                name: getattr(instance, name) for name in ScheduleInputSerializer().fields if hasattr(instance, name)
+            }
+        data = ScheduleInputSerializer(data={**initial, **self.request.data} if partial else self.request.data)
+        data.is_valid(raise_exception=True)
+        return data.to_spec()
+
+    @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
+    def create(self, request):
+        schedule = schedule_services.schedule_create(owner=request.user, spec=self._input())
+        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
+    def update(self, request, pk=None, partial=False):
+        schedule = self.get_object()
+        spec = self._input(instance=schedule, partial=partial)
+        schedule = schedule_services.schedule_update(schedule=schedule, spec=spec)
+        return Response(ScheduleSerializer(schedule).data)
+
+    @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk=pk, partial=True)
+
+    def perform_destroy(self, instance):
+        schedule_services.schedule_delete(schedule=instance)
+
+    @extend_schema(request=None, responses={201: TaskSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request, pk=None):
+        """Run now: one task at once, linked to the schedule and marked as run now."""
+        task = schedule_services.schedule_run_now(schedule=self.get_object(), actor=request.user)
+        data = TaskSerializer(task).data
+        return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["url"]})
+
+    @extend_schema(
+        parameters=[OpenApiParameter("count", int, description="How many runs (1-100, default 10).")],
+        responses=SchedulePreviewSerializer(many=True),
+    )
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        """The next runs in the schedule's time zone and in UTC; flags gap/repeated at DST edges."""
+        try:
+            count = int(request.query_params.get("count", 10))
+        except ValueError:
+            count = 0
+        if not 1 <= count <= 100:
+            raise ValidationError({"count": ["A whole number from 1 to 100."]})
+        runs = schedule_services.schedule_preview(schedule=self.get_object(), count=count)
+        return Response(SchedulePreviewSerializer(runs, many=True).data)
