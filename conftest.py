@@ -88,6 +88,10 @@ def worker_env(django_db_setup, django_db_blocker, redis_client, tmp_path_factor
         EMAIL_URL=f"filemail:///{mail_dir}",
         # Short leases so lost runs are noticed within seconds in the tests.
         TASK_LEASE_SECONDS="3",
+        # Webhook receivers in the tests listen on 127.0.0.1; retries come fast.
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        WEBHOOK_RETRY_BASE="0.5",
+        WEBHOOK_TIMEOUT="1",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -244,3 +248,33 @@ def s3_storage(s3_server, settings):
     for key in bucket.object_keys():
         bucket.client.delete_object(Bucket=bucket.name, Key=key)
     bucket.client.delete_bucket(Bucket=bucket.name)
+
+
+# --- Admin roles ---------------------------------------------------------------------------
+# Staff members in the groups the accounts.0002_roles migration creates.
+
+
+def _role(name: str):
+    """The group as the migration made it; made again after a transactional test's flush."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    if not Group.objects.filter(name=name).exists():
+        importlib.import_module("apps.accounts.migrations.0002_roles").create_roles(apps, None)
+    return Group.objects.get(name=name)
+
+
+@pytest.fixture
+def operator(make_user):
+    user = make_user("operator@example.com", full_name="Opal Operator", is_staff=True)
+    user.groups.add(_role("Operators"))
+    return user
+
+
+@pytest.fixture
+def viewer(make_user):
+    user = make_user("viewer@example.com", full_name="Vera Viewer", is_staff=True)
+    user.groups.add(_role("Viewers"))
+    return user

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.tasks",
     "apps.files",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -224,6 +225,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One named enum per choice set, whichever fields use it.
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "apps.tasks.models.TaskStatus",
+        "TaskPriorityEnum": "apps.tasks.models.TaskPriority",
+        "DeliveryStatusEnum": "apps.webhooks.models.DeliveryStatus",
+        "WebhookEventEnum": "apps.webhooks.models.WebhookEvent",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------
@@ -297,12 +305,27 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 24 * 3600,
         "options": {"expires": 3600},
     },
+    "taskflow-send-due-webhooks": {
+        "task": "taskflow.send_due_webhooks",
+        "schedule": 30,
+        "options": {"expires": 30},
+    },
     "taskflow-flush-expired-tokens": {
         "task": "taskflow.flush_expired_tokens",
         "schedule": 24 * 3600,
         "options": {"expires": 3600},
     },
 }
+
+# --- Webhooks (apps/webhooks) -------------------------------------------------------------
+# Hosts (or host:port) a webhook may reach although they resolve to private or loopback
+# addresses; for local development and tests only.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=5.0)
+# 14 attempts with a 10 s base and a 6 h cap spread over about a day.
+WEBHOOK_MAX_ATTEMPTS = env_positive_int("WEBHOOK_MAX_ATTEMPTS", 14)
+WEBHOOK_RETRY_BASE = env.float("WEBHOOK_RETRY_BASE", default=10.0)
+WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES = env_positive_int("WEBHOOK_DISABLE_AFTER_FAILED_DELIVERIES", 5)
 
 # --- Email ------------------------------------------------------------------------------
 # smtp://user:password@host:587/?tls=True, consolemail://, or filemail://var/mail (a path
@@ -383,15 +406,8 @@ FILES_S3_PUBLIC_ENDPOINT_URL = env.str("FILES_S3_PUBLIC_ENDPOINT_URL", default="
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 # Uploaded files above this are spooled to a temporary file instead of memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-# Daily: delete presigned uploads older than FILES_PENDING_UPLOAD_MAX_AGE_SECONDS.
-CELERY_BEAT_SCHEDULE = {
-    **CELERY_BEAT_SCHEDULE,
-    "taskflow-delete-stale-pending-uploads": {
-        "task": "taskflow.delete_stale_pending_uploads",
-        "schedule": 24 * 3600,
-        "options": {"expires": 3600},
-    },
-}
+# The daily clean-up of pending uploads is "taskflow-delete-stale-pending-uploads" in
+# CELERY_BEAT_SCHEDULE above.
 
 # --- Operator admin (apps/tasks/admin.py) ---------------------------------------------
 # Bulk retry/cancel of more tasks than this is handed to a Celery task instead of the request.

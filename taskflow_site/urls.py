@@ -10,7 +10,9 @@ admin.site.index_title = "Operate TaskFlow"
 
 api_patterns = [
     path("auth/", include(("apps.accounts.urls", "accounts"), namespace="auth")),
+    path("files/", include(("apps.files.urls", "files"), namespace="files")),
     path("", include(("apps.tasks.urls", "tasks"), namespace="tasks")),
+    path("", include(("apps.webhooks.urls", "webhooks"), namespace="webhooks")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

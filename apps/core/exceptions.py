@@ -25,6 +25,14 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+class NotSupported(exceptions.APIException):
+    """This deployment cannot do what was asked (e.g. presigned uploads without S3)."""
+
+    status_code = status.HTTP_501_NOT_IMPLEMENTED
+    default_detail = "This server does not support the operation."
+    default_code = "not_supported"
+
+
 class ServiceUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "A service TaskFlow depends on is unavailable; try again shortly."

@@ -94,6 +94,7 @@ class Task(models.Model):
     # report progress or finish the task.
     run_id = models.UUIDField(null=True, blank=True, editable=False)
     cancel_requested = models.BooleanField(default=False)
+    callback_url = models.URLField(max_length=2000, blank=True, help_text="Notified once when the task finishes.")
     trigger = models.CharField(max_length=10, choices=TaskTrigger.choices, default=TaskTrigger.API)
     schedule = models.ForeignKey(
         "tasks.Schedule", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from apps.webhooks.services import validate_url
+
 from . import cron
 from .models import OverlapPolicy, Schedule, Task, TaskEvent, TaskPriority
 from .schedule_services import ScheduleSpec
@@ -18,6 +20,14 @@ class TaskSubmitSerializer(serializers.Serializer):
     timeout = serializers.IntegerField(min_value=1, max_value=settings.TASK_MAX_TIMEOUT, required=False)
     run_at = serializers.DateTimeField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    callback_url = serializers.URLField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        default="",
+        validators=[validate_url],
+        help_text="POSTed once, signed, when the task finishes (see the webhooks docs).",
+    )
 
     def to_spec(self) -> TaskSpec:
         return TaskSpec(**self.validated_data)
@@ -80,6 +90,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "traceback",
             "worker",
             "cancel_requested",
+            "callback_url",
             "trigger",
             "schedule",
             "created_at",

@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 SWEEP_BATCH = 500
 
 
+def _announce_final(task: Task) -> None:
+    """Record the completion webhooks of a task that just reached a final state (same transaction)."""
+    from apps.webhooks.services import record_task_deliveries
+
+    record_task_deliveries(task_id=task.pk, owner_id=task.owner_id, callback_url=task.callback_url)
+
+
 def _event(task: Task, from_status: str, to_status: str, *, actor=None, message: str = "", worker: str = ""):
     return TaskEvent(
         task=task,
@@ -67,6 +74,7 @@ class TaskSpec:
     timeout: int | None = None
     run_at: datetime | None = None
     idempotency_key: str | None = None
+    callback_url: str = ""
 
 
 def _payload_size(payload) -> int:
@@ -101,6 +109,7 @@ def task_build(*, owner, spec: TaskSpec, now: datetime) -> Task:
         timeout=kind.timeout if spec.timeout is None else spec.timeout,
         run_at=spec.run_at,
         idempotency_key=spec.idempotency_key or None,
+        callback_url=spec.callback_url,
         queued_at=None if due_later else now,
     )
 
@@ -229,6 +238,7 @@ def task_cancel(*, task: Task, actor, reason: str = "", hard: bool = False) -> T
             task.save()
             verb = "Hard-revoked" if from_status == TaskStatus.RUNNING else "Cancelled"
             _event(task, from_status, task.status, actor=actor, message=verb + suffix).save()
+            _announce_final(task)
         elif task.status == TaskStatus.RUNNING:
             if not task.cancel_requested:
                 task.cancel_requested = True
@@ -311,6 +321,7 @@ def _finish(task: Task, *, to_status: str, message: str, fields: dict) -> bool:
         )
         if done:
             _event(task, TaskStatus.RUNNING, to_status, worker=task.worker, message=message).save()
+            _announce_final(task)
     return bool(done)
 
 
@@ -365,6 +376,8 @@ def task_fail(*, task: Task, error: str, traceback: str = "", permanent: bool = 
         if not done:
             return None
         _event(task, TaskStatus.RUNNING, to_status, worker=task.worker, message=message).save()
+        if to_status == TaskStatus.FAILED:
+            _announce_final(task)
         if to_status == TaskStatus.RETRYING:
             transaction.on_commit(lambda: dispatch_due_tasks(now=timezone.now(), only=[task.pk]))
     return to_status
@@ -422,6 +435,9 @@ def _reap_expired_leases(now: datetime) -> int:
             lost, ["status", "lease_expires_at", "error", "traceback", "run_at", "queued_at", "run_id", "finished_at"]
         )
         TaskEvent.objects.bulk_create(events)
+        for task in lost:
+            if task.status == TaskStatus.FAILED:
+                _announce_final(task)
     return len(lost)
 
 

@@ -1,0 +1,13 @@
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="taskflow.send_webhook", ignore_result=True)
+def send_webhook(delivery_id: str) -> str | None:
+    return services.delivery_send(delivery_id=delivery_id)
+
+
+@shared_task(name="taskflow.send_due_webhooks", ignore_result=True)
+def send_due_webhooks() -> int:
+    return services.send_due_deliveries()
