@@ -40,5 +40,13 @@ format: $(BIN)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Benchmarks against bare Celery and a minimal DRF service, on PostgreSQL and Redis on
+# localhost (database taskflow_bench, Redis DB 8); then the README's Performance table.
+# BENCH_ARGS: --quick or --full, --rounds N, --only 1 2 ..., see `python -m bench.run --help`.
+BENCH_ARGS ?=
+bench: $(BIN)/.installed-dev
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.readme
+
 clean:
 	rm -rf var/ staticfiles/ .pytest_cache

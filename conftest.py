@@ -15,6 +15,12 @@ from apps.core.testing import Beat, Worker
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+@pytest.fixture(autouse=True)
+def generous_rate_limits(settings):
+    """Every test shares 127.0.0.1 as client IP: only the rate-limit tests set real limits."""
+    settings.RATE_LIMITS = {"user": "100000/min", "anon": "100000/min", "auth": "100000/min"}
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(email, **fields):
@@ -88,6 +94,8 @@ def worker_env(django_db_setup, django_db_blocker, redis_client, tmp_path_factor
         EMAIL_URL=f"filemail:///{mail_dir}",
         # Short leases so lost runs are noticed within seconds in the tests.
         TASK_LEASE_SECONDS="3",
+        # Several workers run at once: none serves metrics unless its test gives it a port.
+        WORKER_METRICS_PORT="0",
         # Webhook receivers in the tests listen on 127.0.0.1; retries come fast.
         WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
         WEBHOOK_RETRY_BASE="0.5",
@@ -263,6 +271,7 @@ def _role(name: str):
 
     if not Group.objects.filter(name=name).exists():
         importlib.import_module("apps.accounts.migrations.0002_roles").create_roles(apps, None)
+        importlib.import_module("apps.accounts.migrations.0003_schedule_and_webhook_roles").add_permissions(apps, None)
     return Group.objects.get(name=name)
 
 

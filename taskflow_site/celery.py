@@ -6,10 +6,28 @@ Every setting that differs from Celery's default is here for "no accepted task i
 import os
 
 from celery import Celery
+from django_structlog.celery.steps import DjangoStructLogInitStep
+from kombu.utils.objects import cached_property
+
+from apps.core import celery_hooks
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskflow_site.settings")
 
-app = Celery("taskflow")
+
+class TaskflowCelery(Celery):
+    @cached_property
+    def Worker(self):
+        # `celery worker` asks for this before it loads Django, and with it prometheus_client,
+        # which picks single- or multiprocess mode on import: the metrics directory comes first.
+        celery_hooks.prepare_worker_metrics()
+        return super().Worker
+
+
+app = TaskflowCelery("taskflow")
+# Worker logs carry task_id, and the request_id of the request that published the task.
+app.steps["worker"].add(DjangoStructLogInitStep)
+# Django's logging in every Celery process; worker metrics summed over the pool's children.
+celery_hooks.connect()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 app.conf.update(

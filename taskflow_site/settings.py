@@ -6,11 +6,14 @@ all under `var/`. Setting DATABASE_URL, REDIS_URL and the S3 variables switches 
 real stack. Bad values fail loudly at start-up (ImproperlyConfigured), never later.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from apps.core.logging import configure_structlog, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,24 @@ def env_positive_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number: {exc}") from None
     if value <= 0:
         raise ImproperlyConfigured(f"{name} must be positive; got {value}")
+    return value
+
+
+def env_non_negative_int(name: str, default: int) -> int:
+    try:
+        value = env.int(name, default=default)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a whole number: {exc}") from None
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must be 0 or more; got {value}")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate limit such as "600/min": a count per s, min, hour or day."""
+    value = env.str(name, default=default).strip()
+    if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must look like 600/min (a count per s, min, hour or day); got {value!r}")
     return value
 
 
@@ -62,6 +83,8 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "storages",
+    "django_prometheus",
+    "django_structlog",
     "apps.core",
     "apps.accounts",
     "apps.tasks",
@@ -70,14 +93,21 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: request counts and latency by view (django-prometheus).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # A request id for every response, static files included; see apps/core/middleware.py.
+    "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Binds request_id and user_id for every log line of the request; logs its start and end.
+    "django_structlog.middlewares.RequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "taskflow_site.urls"
@@ -114,6 +144,12 @@ else:
     # Keep connections between requests and tasks; check them before reuse.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Query counts, durations and errors for Prometheus: django-prometheus' thin subclasses of
+# Django's own PostgreSQL and SQLite backends (same vendor, features and options).
+DATABASES["default"]["ENGINE"] = {
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+}.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, broker and rate-limit store -------------------------------------------
@@ -194,15 +230,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        # DRF's, refusing JSON nested past apps.core.parsers.MAX_JSON_DEPTH levels (a 400).
+        "apps.core.parsers.JSONParser",
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # django-filter, with `?status=` (an empty value) a 400 rather than no filter at all.
+    "DEFAULT_FILTER_BACKENDS": ["apps.core.filters.FilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "apps.core.pagination.CreatedCursorPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error responses every operation can give (apps/core/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
+    # Rates per bucket: RATE_LIMITS below. register/token/token refresh use AuthRateThrottle.
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
@@ -357,28 +398,48 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Logging ----------------------------------------------------------------------------
+# structlog renders every line (see apps/core/logging.py): JSON objects or console lines,
+# with request_id/user_id during requests and task_id/task_kind/request_id in workers.
 LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ("console", "json"))
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {
-            "()": "apps.core.logging.JsonFormatter",
-        },
-        "console": {
-            "format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        },
-    },
-    "handlers": {
-        "default": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
-    },
-    "root": {"handlers": ["default"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        "celery": {"level": LOG_LEVEL},
-    },
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+configure_structlog()
+# apps.core.middleware.RequestIdMiddleware vets X-Request-ID before django-structlog reads it.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+# The client IP is bound by RequestIdMiddleware, with the same NUM_PROXIES rule as rate limits.
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
+# Publishing a Celery task copies the bound context (request_id, user_id) into its headers.
+DJANGO_STRUCTLOG_CELERY_ENABLED = True
+
+# --- Metrics (Prometheus) -----------------------------------------------------------------
+# Web: /metrics on the web port. Worker: its own endpoint on this port (0: none).
+WORKER_METRICS_PORT = env_non_negative_int("WORKER_METRICS_PORT", 9808)
+if WORKER_METRICS_PORT > 65535:
+    raise ImproperlyConfigured(f"WORKER_METRICS_PORT must be a TCP port; got {WORKER_METRICS_PORT}")
+# Set for services with several processes (gunicorn workers, Celery children): each process
+# writes its metrics there and a scrape sums them. gunicorn and the worker empty it at start
+# and use a directory of their own when it is unset; see apps/core/metrics.py.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    # prometheus_client writes there as soon as a metric exists, in any process (manage.py too).
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+PROMETHEUS_EXPORT_MIGRATIONS = False
+
+# --- Rate limits (apps/core/throttling.py) ------------------------------------------------
+# Per user for authenticated calls, per client IP for anonymous ones, and a stricter bucket
+# per client IP for register, token and token refresh. GCRA: a full bucket allows the count
+# at once, then one request every period/count.
+RATE_LIMITS = {
+    "user": env_rate("RATE_LIMIT_USER", "600/min"),
+    "anon": env_rate("RATE_LIMIT_ANON", "60/min"),
+    "auth": env_rate("RATE_LIMIT_AUTH", "10/min"),
 }
+RATE_LIMIT_KEY_PREFIX = "taskflow:ratelimit"
+# Reverse proxies in front of TaskFlow that append to X-Forwarded-For. 0: the client is the
+# connection's address (REMOTE_ADDR); behind one ingress or load balancer: 1.
+NUM_PROXIES = env_non_negative_int("NUM_PROXIES", 0)
+# GET /api/kinds/ is cached this long (seconds): one entry for staff, one for everyone else.
+TASK_KINDS_CACHE_SECONDS = 60
 
 # --- TaskFlow ---------------------------------------------------------------------------
 TASKFLOW_DEMO_EMAIL = env.str("TASKFLOW_DEMO_EMAIL", default="admin@taskflow.local")
@@ -390,6 +451,8 @@ FILES_MAX_UPLOAD_BYTES = env_positive_int("FILES_MAX_UPLOAD_BYTES", 100 * 1024 *
 # Presigned uploads go straight to the object store: 5 GiB is S3's limit for one POST.
 FILES_MAX_PRESIGNED_UPLOAD_BYTES = env_positive_int("FILES_MAX_PRESIGNED_UPLOAD_BYTES", 5 * 1024**3)
 FILES_PRESIGN_EXPIRE_SECONDS = env_positive_int("FILES_PRESIGN_EXPIRE_SECONDS", 300)
+# `complete` hashes uploads up to this size itself; larger ones get a files.checksum task.
+FILES_INLINE_HASH_MAX_BYTES = env_positive_int("FILES_INLINE_HASH_MAX_BYTES", 64 * 1024 * 1024)
 # Presigned uploads never completed are deleted (object and row) by a daily job after this.
 FILES_PENDING_UPLOAD_MAX_AGE_SECONDS = env_positive_int("FILES_PENDING_UPLOAD_MAX_AGE_SECONDS", 24 * 3600)
 if FILES_PENDING_UPLOAD_MAX_AGE_SECONDS <= FILES_PRESIGN_EXPIRE_SECONDS:
@@ -412,8 +475,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # --- Operator admin (apps/tasks/admin.py) ---------------------------------------------
 # Bulk retry/cancel of more tasks than this is handed to a Celery task instead of the request.
 TASK_ADMIN_BULK_INLINE_MAX = 1000
-# The dashboard's aggregates and worker inspection are cached this long (seconds).
+# The dashboard's aggregates and worker inspection are cached this long (seconds): the last
+# hour's for CACHE, the day's and week's (slow to compute at millions of tasks) for HISTORY.
 TASK_DASHBOARD_CACHE_SECONDS = 10
+TASK_DASHBOARD_HISTORY_SECONDS = 300
 TASK_DASHBOARD_WORKERS_CACHE_SECONDS = 5
 # Seconds the dashboard waits for workers to answer a remote-control inspection.
 TASK_DASHBOARD_INSPECT_TIMEOUT = 1.0

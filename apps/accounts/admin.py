@@ -1,9 +1,52 @@
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from django.db import transaction
+from django.db.models import Count
+from django.utils.html import format_html_join
+
+from apps.core.services import audit_record
+from apps.tasks.models import Task, TaskStatus
 
 from . import services
 from .models import ApiKey, User
+
+
+def revoke_api_keys(*, keys, actor, reason: str = "") -> int:
+    """Revoke the active keys among `keys` and record it in the audit trail."""
+    revoked = []
+    with transaction.atomic():
+        for api_key in keys.filter(revoked_at__isnull=True).select_related("user"):
+            services.api_key_revoke(api_key=api_key)
+            revoked.append(api_key)
+        if revoked:
+            audit_record(
+                user=actor,
+                action="api_key.revoke",
+                reason=reason,
+                object_type="accounts.apikey",
+                object_ids=[api_key.pk for api_key in revoked],
+                details={"keys": [f"{api_key.user.email}: {api_key.prefix}" for api_key in revoked]},
+            )
+    return len(revoked)
+
+
+class UserChangeList(ChangeList):
+    """Attaches each listed user's task counts by status with one grouped query for the page."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        users = list(self.result_list)
+        counts: dict[int, dict[str, int]] = {user.pk: {} for user in users}
+        rows = (
+            Task.objects.filter(owner_id__in=counts).values("owner_id", "status").annotate(n=Count("status")).order_by()
+        )
+        for row in rows:
+            counts[row["owner_id"]][row["status"]] = row["n"]
+        for user in users:
+            user.task_counts = counts[user.pk]
+        self.result_list = users
 
 
 class TaskFlowUserCreationForm(UserCreationForm):
@@ -21,13 +64,17 @@ class TaskFlowUserChangeForm(UserChangeForm):
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
     extra = 0
-    fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("name", "prefix", "state", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("name", "prefix", "state", "created_at", "last_used_at", "revoked_at")
     can_delete = False
     show_change_link = True
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="state")
+    def state(self, api_key):
+        return "active" if api_key.is_active else "revoked"
 
 
 @admin.register(User)
@@ -35,7 +82,7 @@ class UserAdmin(DjangoUserAdmin):
     form = TaskFlowUserChangeForm
     add_form = TaskFlowUserCreationForm
     ordering = ("email",)
-    list_display = ("email", "full_name", "is_staff", "is_active", "date_joined")
+    list_display = ("email", "full_name", "is_staff", "is_active", "tasks_by_status", "date_joined")
     list_filter = ("is_staff", "is_superuser", "is_active", "groups")
     search_fields = ("email", "full_name")
     readonly_fields = ("date_joined", "last_login")
@@ -47,6 +94,39 @@ class UserAdmin(DjangoUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "full_name", "password1", "password2")}),)
     inlines = [ApiKeyInline]
+    actions = ["revoke_all_api_keys"]
+
+    class Media:
+        css = {"all": ("tasks/admin.css",)}
+
+    def get_changelist(self, request, **kwargs):
+        return UserChangeList
+
+    @admin.display(description="tasks by status")
+    def tasks_by_status(self, user):
+        counts = getattr(user, "task_counts", None)
+        if counts is None:  # the change page: one user, one query
+            counts = dict(Task.objects.filter(owner=user).values_list("status").annotate(n=Count("status")).order_by())
+        if not counts:
+            return "—"
+        shown = [(status, TaskStatus(status).label, counts[status]) for status in TaskStatus.values if status in counts]
+        return format_html_join(
+            " ", '<span class="tf-status tf-status-{}" title="{}">{}</span>', ((s, label, n) for s, label, n in shown)
+        )
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "tasks_by_status")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (*fieldsets, ("Tasks", {"fields": ("tasks_by_status",)}))
+
+    @admin.action(description="Revoke all API keys of the selected users", permissions=["change"])
+    def revoke_all_api_keys(self, request, queryset):
+        revoked = revoke_api_keys(keys=ApiKey.objects.filter(user__in=queryset), actor=request.user)
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
 
 
 @admin.register(ApiKey)
@@ -79,8 +159,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
-        revoked = 0
-        for api_key in queryset.filter(revoked_at__isnull=True):
-            services.api_key_revoke(api_key=api_key)
-            revoked += 1
+        revoked = revoke_api_keys(keys=queryset, actor=request.user)
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

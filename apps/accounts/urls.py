@@ -2,6 +2,8 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from apps.core.throttling import AuthRateThrottle
+
 from . import views
 
 router = SimpleRouter()
@@ -9,8 +11,9 @@ router.register("api-keys", views.ApiKeyViewSet, basename="api-key")
 
 urlpatterns = [
     path("register/", views.RegisterView.as_view(), name="register"),
-    path("token/", TokenObtainPairView.as_view(), name="token"),
-    path("token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    # Password guessing and token minting get the stricter per-IP "auth" rate limit.
+    path("token/", TokenObtainPairView.as_view(throttle_classes=[AuthRateThrottle]), name="token"),
+    path("token/refresh/", TokenRefreshView.as_view(throttle_classes=[AuthRateThrottle]), name="token-refresh"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("me/", views.MeView.as_view(), name="me"),
     *router.urls,

@@ -6,6 +6,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from apps.core.throttling import AuthRateThrottle
+
 from . import services
 from .models import ApiKey
 from .serializers import (
@@ -22,6 +24,7 @@ from .serializers import (
 class RegisterView(APIView):
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
+    throttle_classes = [AuthRateThrottle]
 
     @extend_schema(request=RegisterInputSerializer, responses={201: UserSerializer})
     def post(self, request):

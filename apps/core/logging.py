@@ -1,23 +1,66 @@
-import json
-import logging
-from datetime import UTC, datetime
+"""Structured logs through structlog, for TaskFlow's own lines and every library's.
 
-_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+One line per event: JSON objects (`LOG_FORMAT=json`, the default when DEBUG is off) or
+readable console lines. Whatever is bound with `structlog.contextvars` is added to every
+line, including lines written through the standard `logging` module: `request_id`, `ip`
+and `user_id` during a request (apps.core.middleware and django-structlog), and in a Celery
+worker `task_id`, `task_kind` and the `request_id` of the request that submitted the task
+(django-structlog carries it in the message headers).
+"""
+
+import sys
+
+import structlog
+
+# Run on every event, from structlog loggers and from standard `logging` records alike.
+_SHARED_PROCESSORS = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_logger_name,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; `extra=` fields are kept as top-level keys."""
+def configure_structlog() -> None:
+    """Route structlog loggers through the standard `logging` handlers set up by LOGGING."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_SHARED_PROCESSORS,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.UnicodeDecoder(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "timestamp": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+
+def logging_config(*, log_format: str, level: str) -> dict:
+    """The LOGGING dict: one handler on stderr whose formatter renders JSON or console lines."""
+    if log_format == "json":
+        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        renderer = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                # Standard `logging` records: keep their `extra=` fields as keys.
+                "foreign_pre_chain": [*_SHARED_PROCESSORS, structlog.stdlib.ExtraAdder()],
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+            },
+        },
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "structured"},
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            "celery": {"level": level},
+        },
+    }

@@ -1,8 +1,10 @@
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from . import metrics as metrics_module
 from .health import run_checks
 
 
@@ -20,6 +22,17 @@ def readyz(request):
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
     )
+
+
+@never_cache
+@require_GET
+def metrics(request):
+    """Prometheus: every web process's counters (multiprocess mode) plus the system gauges.
+
+    The text format 0.0.4, which every Prometheus version reads (prometheus_client's own
+    server, on the worker, answers the same).
+    """
+    return HttpResponse(metrics_module.exposition(with_system_gauges=True), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
 
 def _api_error(code: str, message: str, status: int) -> JsonResponse:

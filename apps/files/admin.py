@@ -1,7 +1,8 @@
 from django.contrib import admin
+from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from . import services
 from .models import StoredFile
@@ -11,7 +12,16 @@ from .models import StoredFile
 class StoredFileAdmin(admin.ModelAdmin):
     """Files are created through the API and services only: here staff look, download and delete."""
 
-    list_display = ("original_name", "owner", "human_size", "content_type", "state", "created_at", "download_link")
+    list_display = (
+        "original_name",
+        "owner",
+        "human_size",
+        "content_type",
+        "state",
+        "used_by",
+        "created_at",
+        "download_link",
+    )
     list_filter = ("state", "created_at")
     search_fields = ("original_name", "owner__email")
     list_select_related = ("owner",)
@@ -28,8 +38,30 @@ class StoredFileAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
         "download_link",
+        "tasks",
     )
     readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(task_count=Count("task_links__task", distinct=True))
+
+    @admin.display(description="used by tasks", ordering="task_count")
+    def used_by(self, stored_file):
+        return stored_file.task_count
+
+    @admin.display(description="tasks")
+    def tasks(self, stored_file):
+        links = stored_file.task_links.select_related("task").order_by("-created_at")[:50]
+        if not links:
+            return "—"
+        return format_html_join(
+            format_html("<br>"),
+            '<a href="{}">{}</a> ({}, {})',
+            (
+                (reverse("admin:tasks_task_change", args=[link.task_id]), link.task.title, link.role, link.task.status)
+                for link in links
+            ),
+        )
 
     @admin.display(description="size", ordering="size")
     def human_size(self, stored_file):

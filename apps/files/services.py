@@ -199,16 +199,22 @@ def stored_file_complete(*, stored_file: StoredFile) -> StoredFile:
     if errors:
         _refuse_upload(stored_file, errors)
 
-    # TODO(task engine): above some size, leave sha256 empty here and queue the
-    # files.checksum kind, so that `complete` answers quickly for very large objects.
-    size, sha256 = _hash_object(stored_file)
-    if size != stored_file.size:  # replaced between the HEAD and the read
-        _refuse_upload(stored_file, {"size": [f"The uploaded object changed to {size} bytes while being checked."]})
+    if stored_file.size > settings.FILES_INLINE_HASH_MAX_BYTES:
+        # Hashing gigabytes would hold the request for minutes: the file is ready now and a
+        # files.checksum task of its owner fills in the sha256.
+        sha256 = ""
+    else:
+        size, sha256 = _hash_object(stored_file)
+        if size != stored_file.size:  # replaced between the HEAD and the read
+            _refuse_upload(stored_file, {"size": [f"The uploaded object changed to {size} bytes while being checked."]})
 
     # Concurrent completes hash the same object; only one moves the row.
-    StoredFile.objects.filter(pk=stored_file.pk, state=StoredFileState.PENDING_UPLOAD).update(
-        state=StoredFileState.READY, sha256=sha256, updated_at=timezone.now()
-    )
+    with transaction.atomic():
+        completed = StoredFile.objects.filter(pk=stored_file.pk, state=StoredFileState.PENDING_UPLOAD).update(
+            state=StoredFileState.READY, sha256=sha256, updated_at=timezone.now()
+        )
+        if completed and not sha256:
+            _submit_checksum(stored_file)
     try:
         stored_file.refresh_from_db()
     except StoredFile.DoesNotExist:
@@ -216,9 +222,25 @@ def stored_file_complete(*, stored_file: StoredFile) -> StoredFile:
     return stored_file
 
 
+def _submit_checksum(stored_file: StoredFile) -> None:
+    from apps.tasks.services import TaskSpec, task_submit
+
+    spec = TaskSpec(
+        kind="files.checksum", payload={"file": str(stored_file.pk)}, title=f"Checksum of {stored_file.original_name}"
+    )
+    task_submit(owner=stored_file.owner, spec=spec)
+
+
 def stored_file_delete(*, stored_file: StoredFile) -> None:
-    """Delete the row and its object; if the store refuses, the row stays and a retry is safe."""
-    # TODO(task engine): refuse (Conflict) while a running task uses the file as input.
+    """Delete the row and its object; if the store refuses, the row stays and a retry is safe.
+
+    A file that a running task reads is not deleted (Conflict): the task would fail halfway.
+    """
+    from apps.tasks.models import TaskFileRole, TaskStatus
+
+    in_use = stored_file.task_links.filter(role=TaskFileRole.INPUT, task__status=TaskStatus.RUNNING)
+    if in_use.exists():
+        raise Conflict("A running task is reading this file; cancel it or wait for it to finish.")
     with transaction.atomic():
         StoredFile.objects.filter(pk=stored_file.pk).delete()
         if stored_file.file.name:

@@ -13,6 +13,7 @@ import zlib
 
 import psycopg
 from django.conf import settings
+from django.db import connections
 from django_celery_beat.schedulers import DatabaseScheduler
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ class FileBeatLock:
 
 def beat_lock():
     db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.postgresql":
+    # By vendor, not ENGINE: the engine is django-prometheus' wrapper of Django's backend.
+    if connections["default"].vendor == "postgresql":
         return PostgresBeatLock(db)
     return FileBeatLock(settings.VAR_DIR / "beat.lock")
 

@@ -6,7 +6,9 @@ import signal
 import threading
 import time
 import traceback as traceback_module
+from typing import BinaryIO
 
+import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
@@ -14,7 +16,7 @@ from django.utils.functional import cached_property
 from rest_framework import serializers
 
 from . import services
-from .models import Task
+from .models import Task, TaskFile, TaskFileRole
 from .registry import PermanentError, get_kind
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,20 @@ class TaskContext:
         if self.cancelled():
             raise TaskCancelled()
 
+    def open_input(self, stored_file) -> BinaryIO:
+        """A readable binary stream of an input file (streamed from the store); close it."""
+        from apps.files.services import stored_file_open
+
+        return stored_file_open(stored_file=stored_file)
+
+    def save_output(self, name: str, content, content_type: str = "application/octet-stream"):
+        """Store bytes or a stream as a file of the task's owner, linked to the task as an output."""
+        from apps.files.services import stored_file_create
+
+        stored_file = stored_file_create(owner=self.owner, name=name, content=content, content_type=content_type)
+        TaskFile.objects.create(task_id=self.task_id, file=stored_file, role=TaskFileRole.OUTPUT)
+        return stored_file
+
 
 class LeaseKeeper:
     """One thread per worker process that renews the leases of the runs in progress.
@@ -118,7 +134,13 @@ lease_keeper = LeaseKeeper()
 
 
 def _claim(task_id, worker: str) -> Task | None:
-    close_old_connections()
+    if not connection.in_atomic_block:  # (never inside a transaction: it would drop it)
+        close_old_connections()
+        # close_old_connections() also schedules Django's health check (CONN_HEALTH_CHECKS):
+        # a SELECT 1 before the next query, one more round trip for every task. The claim
+        # below reconnects once by itself when the kept connection turns out dead, so the
+        # check would only repeat that; mark it done.
+        connection.health_check_done = True
     try:
         return services.task_claim(task_id=task_id, worker=worker)
     except (OperationalError, InterfaceError):
@@ -134,6 +156,7 @@ def execute(task_id, *, worker: str) -> str | None:
     if task is None:
         logger.info("task %s not claimable; dropping the message", task_id)
         return None
+    structlog.contextvars.bind_contextvars(task_kind=task.kind, attempt=task.attempts)  # on every log line of the run
     kind = get_kind(task.kind)
     if kind is None:
         return services.task_fail(task=task, error=f"UnknownKind: {task.kind!r} is not registered", permanent=True)

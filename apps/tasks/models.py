@@ -175,6 +175,28 @@ class Task(models.Model):
         return None
 
 
+class TaskFileRole(models.TextChoices):
+    INPUT = "input", "Input"
+    OUTPUT = "output", "Output"
+
+
+class TaskFile(models.Model):
+    """A stored file a task reads (named in its payload) or wrote (saved by its kind)."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="file_links")
+    file = models.ForeignKey("files.StoredFile", on_delete=models.CASCADE, related_name="task_links")
+    role = models.CharField(max_length=10, choices=TaskFileRole.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["role", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["task", "file", "role"], name="taskfile_unique_link")]
+        indexes = [models.Index(fields=["file", "role"], name="taskfile_file_role")]
+
+    def __str__(self):
+        return f"{self.role} {self.file_id} of {self.task_id}"
+
+
 class TaskEvent(models.Model):
     """One state change or staff action on a task: who, when, from → to, why."""
 

@@ -23,7 +23,9 @@ def field_schema(field: fields.Field) -> dict:
         if isinstance(field, serializers.ListSerializer):
             return {"type": "array", "items": serializer_schema(field.child)}
         return serializer_schema(field)
-    if isinstance(field, fields.ChoiceField):
+    if getattr(field, "json_schema", None):
+        schema = dict(field.json_schema)
+    elif isinstance(field, fields.ChoiceField):
         schema = {"enum": list(field.choices)}
     elif isinstance(field, fields.ListField):
         schema = {"type": "array", "items": field_schema(field.child)}

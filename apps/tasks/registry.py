@@ -39,17 +39,33 @@ class Kind:
     description: str = ""
     defaults: dict = field(default_factory=dict)
 
-    def validate_payload(self, data, *, owner) -> dict:
-        """Validate a payload; raises serializers.ValidationError. Returns JSON-able data."""
+    def validate_payload(self, data, *, owner) -> tuple[dict, list]:
+        """Validate a payload; raises serializers.ValidationError.
+
+        Returns the JSON-able payload and the stored files it names (the task's inputs).
+        """
         serializer = self.payload(data=data, context={"owner": owner})
         serializer.is_valid(raise_exception=True)
-        return serializer.data
+        return serializer.data, list(_stored_files_in(serializer.validated_data))
 
     def load_payload(self, data, *, owner) -> dict:
         """Validate a stored payload again at run time and return typed values for the kind."""
         serializer = self.payload(data=data, context={"owner": owner})
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
+
+
+def _stored_files_in(value):
+    from apps.files.models import StoredFile
+
+    if isinstance(value, StoredFile):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _stored_files_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _stored_files_in(item)
 
 
 _registry: dict[str, Kind] = {}

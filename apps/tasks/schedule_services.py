@@ -44,7 +44,7 @@ class ScheduleSpec:
     overlap_policy: str = OverlapPolicy.ALLOW
 
 
-def _validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
+def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
     """Check the timing and the kind/payload like a submission would; returns the clean payload."""
     errors = {}
     if bool(spec.cron) == (spec.interval_seconds is not None):
@@ -109,7 +109,7 @@ def _sync_periodic_task(schedule: Schedule) -> None:
 
 @transaction.atomic
 def schedule_create(*, owner, spec: ScheduleSpec) -> Schedule:
-    payload = _validate(owner=owner, spec=spec)
+    payload = schedule_validate(owner=owner, spec=spec)
     schedule = Schedule(owner=owner, **{f.name: getattr(spec, f.name) for f in fields(spec)})
     schedule.payload = payload
     schedule.interval_seconds = spec.interval_seconds if not spec.cron else None
@@ -121,7 +121,7 @@ def schedule_create(*, owner, spec: ScheduleSpec) -> Schedule:
 
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, spec: ScheduleSpec) -> Schedule:
-    payload = _validate(owner=schedule.owner, spec=spec, exclude_pk=schedule.pk)
+    payload = schedule_validate(owner=schedule.owner, spec=spec, exclude_pk=schedule.pk)
     timing_changed = (schedule.cron, schedule.interval_seconds, schedule.timezone) != (
         spec.cron,
         spec.interval_seconds,

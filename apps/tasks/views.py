@@ -1,3 +1,8 @@
+from django.conf import settings
+from django.db.models import Prefetch, prefetch_related_objects
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import condition
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -5,13 +10,17 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.caching import cached
+
 from . import schedule_services, services
+from .etags import task_detail_etag
 from .filters import TaskFilter
-from .models import Schedule, Task
+from .models import Schedule, Task, TaskFile
 from .payload_schema import serializer_schema
 from .registry import kinds_for
 from .schedule_services import ScheduleSpec
 from .serializers import (
+    TASK_LIST_OMITS,
     KindSerializer,
     ScheduleInputSerializer,
     SchedulePreviewSerializer,
@@ -20,6 +29,7 @@ from .serializers import (
     TaskBulkResultSerializer,
     TaskBulkSubmitSerializer,
     TaskCancelSerializer,
+    TaskDetailSerializer,
     TaskEventSerializer,
     TaskListSerializer,
     TaskSerializer,
@@ -36,12 +46,36 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Task.objects.none()
-        return Task.objects.visible_to(self.request.user).select_related("owner")
+        queryset = Task.objects.visible_to(self.request.user).select_related("owner")
+        if self.action == "list":
+            # The list leaves these out (TaskListSerializer): neither read nor decode them.
+            queryset = queryset.defer(*TASK_LIST_OMITS)
+        return queryset
+
+    def filter_queryset(self, queryset):
+        # Without any of its parameters the FilterSet applies nothing, but building and
+        # validating its form still cost a tenth of a list request: skip it then.
+        filtering = not self.request.query_params.keys().isdisjoint(TaskFilter.base_filters)
+        for backend in self.filter_backends:
+            if backend is not DjangoFilterBackend or filtering:
+                queryset = backend().filter_queryset(self.request, queryset, self)
+        return queryset
 
     def get_serializer_class(self):
         if self.action == "list":
             return TaskListSerializer
-        return TaskSerializer
+        return TaskDetailSerializer
+
+    def get_object(self):
+        task = super().get_object()
+        if self.action == "retrieve":
+            prefetch_related_objects([task], Prefetch("file_links", TaskFile.objects.select_related("file")))
+        return task
+
+    @method_decorator(condition(etag_func=task_detail_etag))
+    def retrieve(self, request, *args, **kwargs):
+        """One task. Send its ETag back in If-None-Match: 304 while the task is unchanged."""
+        return super().retrieve(request, *args, **kwargs)
 
     def _created(self, task: Task, created: bool) -> Response:
         data = TaskSerializer(task, context=self.get_serializer_context()).data
@@ -97,6 +131,17 @@ class KindListView(APIView):
 
     @extend_schema(responses=KindSerializer(many=True))
     def get(self, request):
+        # Kinds change only with a deploy, and staff see the staff-only ones too: two variants.
+        variant = "staff" if request.user.is_staff else "user"
+        body = cached(
+            f"tasks:kinds:{variant}",
+            timeout=settings.TASK_KINDS_CACHE_SECONDS,
+            build=lambda: self._kinds(request.user),
+        )
+        return Response(body)
+
+    @staticmethod
+    def _kinds(user) -> list[dict]:
         kinds = [
             {
                 "name": kind.name,
@@ -106,9 +151,9 @@ class KindListView(APIView):
                 "timeout": kind.timeout,
                 "payload_schema": serializer_schema(kind.payload),
             }
-            for kind in kinds_for(request.user)
+            for kind in kinds_for(user)
         ]
-        return Response(KindSerializer(kinds, many=True).data)
+        return [dict(item) for item in KindSerializer(kinds, many=True).data]
 
 
 class ScheduleViewSet(viewsets.ModelViewSet):

@@ -1,0 +1,81 @@
+"""Request ids: every request gets one, every log line of the request carries it, the response echoes it."""
+
+import ipaddress
+import re
+import uuid
+
+import structlog
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An id from a proxy or client is kept only if it cannot smuggle anything into logs or headers.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def request_id_for(incoming: str | None) -> str:
+    """The caller's X-Request-ID when it looks sane, else a new one."""
+    if incoming and _SANE_REQUEST_ID.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def client_ip(request) -> str:
+    """The caller's address, as rate limits and logs see it.
+
+    REMOTE_ADDR, unless NUM_PROXIES trusted proxies stand in front: each appends the address it
+    received from to X-Forwarded-For, so the client is the entry the outermost trusted proxy
+    added, NUM_PROXIES from the right. Entries further left are whatever the client sent.
+    """
+    remote_addr = request.META.get("REMOTE_ADDR", "")
+    num_proxies = settings.NUM_PROXIES
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if num_proxies and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        candidate = hops[-min(num_proxies, len(hops))]
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            pass  # a malformed header: the connection's address is all we know
+    return remote_addr
+
+
+class RequestIdMiddleware:
+    """Give the request an id (a sane incoming X-Request-ID, else a new one) and echo it.
+
+    Runs before django-structlog's RequestMiddleware, which binds the id for the logs
+    (DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID: it reads the header this middleware vetted)
+    and carries it into Celery messages published during the request.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _prepare(self, request) -> str:
+        request_id = request_id_for(request.META.get("HTTP_X_REQUEST_ID"))
+        request.META["HTTP_X_REQUEST_ID"] = request_id
+        request.__dict__.pop("headers", None)  # rebuilt from META on next access
+        request.request_id = request_id
+        # A fresh context: nothing of an earlier request on this thread may leak into this one.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(ip=client_ip(request))
+        return request_id
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        request_id = self._prepare(request)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
+
+    async def __acall__(self, request):
+        request_id = self._prepare(request)
+        response = await self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response

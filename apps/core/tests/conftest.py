@@ -1,0 +1,41 @@
+import uuid
+
+import pytest
+
+from apps.core.testing import WebServer
+
+
+@pytest.fixture
+def web_env(worker_env, tmp_path):
+    """Environment for a web server subprocess: the test database and Redis, JSON logs,
+    a metrics directory of its own, and rates no test reaches unless it lowers them."""
+    metrics_dir = tmp_path / "web-metrics"
+    return worker_env | {
+        "LOG_FORMAT": "json",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "RATE_LIMIT_USER": "100000/min",
+        "RATE_LIMIT_ANON": "100000/min",
+        "RATE_LIMIT_AUTH": "100000/min",
+    }
+
+
+@pytest.fixture
+def start_web():
+    """Start real web servers (gunicorn, uvicorn) inside one test; stopped after it."""
+    started = []
+
+    def start(env: dict, command: list[str], name: str = "web"):
+        server = WebServer(env, command, name=name).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def rate_limit_prefix(settings):
+    """Buckets of this test only: the test Redis keeps its keys for the whole session."""
+    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
+    return settings.RATE_LIMIT_KEY_PREFIX

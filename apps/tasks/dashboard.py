@@ -1,0 +1,302 @@
+"""The operators' dashboard: task counts, throughput and failures as server-rendered SVG,
+queue depths, live workers and the slowest and most failing kinds.
+
+Aggregates are cached in two parts and the page says how old each is: the last hour and the
+live counts for TASK_DASHBOARD_CACHE_SECONDS (10 s), the day/week figures and the per-kind run
+times for TASK_DASHBOARD_HISTORY_SECONDS (5 min), because those read ~25 % of the table's
+index entries at a million tasks and change slowly;
+workers are inspected in a separate request (the page loads it) because a remote-control
+broadcast waits up to TASK_DASHBOARD_INSPECT_TIMEOUT for replies.
+"""
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from taskflow_site.celery import app as celery_app
+
+from . import selectors
+from .dispatch import RUN_TASK
+from .models import TaskStatus
+
+logger = logging.getLogger(__name__)
+
+RECENT_KEY = "tasks:dashboard:recent:v1"
+HISTORY_KEY = "tasks:dashboard:history:v1"
+WORKERS_KEY = "tasks:dashboard:workers:v1"
+TOP_KINDS = 8
+
+
+def _cached(key: str, seconds: int, compute, *, refresh: bool) -> dict:
+    data = None if refresh else cache.get(key)
+    if data is None:
+        now = timezone.now()
+        data = {"computed_at": now, **compute(now)}
+        cache.set(key, data, seconds)
+    return data
+
+
+def dashboard_recent(*, refresh: bool = False) -> dict:
+    """The last hour and what is live now: cheap, kept TASK_DASHBOARD_CACHE_SECONDS."""
+    return _cached(
+        RECENT_KEY,
+        settings.TASK_DASHBOARD_CACHE_SECONDS,
+        lambda now: {
+            "live": selectors.live_by_status(),
+            "created": selectors.created_by_status(now=now, windows={"hour": timedelta(hours=1)}),
+            "per_minute": selectors.throughput(now=now, window=timedelta(hours=1), step="minute"),
+            "queues": selectors.queue_depths(),
+        },
+        refresh=refresh,
+    )
+
+
+def dashboard_history(*, refresh: bool = False) -> dict:
+    """The last day and week: a few hundred thousand index entries at a million tasks, so
+    kept TASK_DASHBOARD_HISTORY_SECONDS (they move slowly)."""
+    return _cached(
+        HISTORY_KEY,
+        settings.TASK_DASHBOARD_HISTORY_SECONDS,
+        lambda now: {
+            "created": selectors.created_by_status(
+                now=now, windows={"day": timedelta(days=1), "week": timedelta(days=7)}
+            ),
+            "per_hour": selectors.throughput(now=now, window=timedelta(days=7), step="hour"),
+            "kinds": selectors.kind_stats(now=now, window=timedelta(days=1)),
+        },
+        refresh=refresh,
+    )
+
+
+def inspection_supported() -> bool:
+    # kombu's filesystem transport (the embedded mode) has no broadcast for remote control.
+    return not settings.CELERY_BROKER_URL.startswith("filesystem")
+
+
+def live_workers(*, refresh: bool = False) -> dict:
+    """Workers that answered a remote-control inspection: concurrency, active tasks, totals."""
+    if not inspection_supported():
+        return {"supported": False, "workers": [], "checked_at": timezone.now()}
+    data = None if refresh else cache.get(WORKERS_KEY)
+    if data is not None:
+        return data
+    timeout = settings.TASK_DASHBOARD_INSPECT_TIMEOUT
+    error = ""
+    # stats and active are two broadcasts; run them side by side so the wait is paid once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        stats_future = pool.submit(lambda: celery_app.control.inspect(timeout=timeout).stats())
+        active_future = pool.submit(lambda: celery_app.control.inspect(timeout=timeout).active())
+        try:
+            stats = stats_future.result() or {}
+            active = active_future.result() or {}
+        except Exception as exc:  # the broker is down or refused: say so on the page
+            logger.warning("worker inspection failed: %s", exc)
+            stats, active, error = {}, {}, f"{type(exc).__name__}: {exc}"
+    workers = []
+    for name in sorted(set(stats) | set(active)):
+        info = stats.get(name, {})
+        running = active.get(name, [])
+        workers.append(
+            {
+                "name": name,
+                "concurrency": (info.get("pool") or {}).get("max-concurrency"),
+                "processed": sum((info.get("total") or {}).values()),
+                "active": [
+                    {
+                        "task_id": item.get("id"),
+                        "name": item.get("name"),
+                        "is_taskflow_task": item.get("name") == RUN_TASK,
+                        "started": item.get("time_start"),
+                    }
+                    for item in running
+                ],
+            }
+        )
+    data = {"supported": True, "workers": workers, "error": error, "checked_at": timezone.now()}
+    cache.set(WORKERS_KEY, data, settings.TASK_DASHBOARD_WORKERS_CACHE_SECONDS)
+    return data
+
+
+# --- Charts (server-rendered SVG: nothing to load, works offline) ------------------------------
+
+CHART_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828"}
+
+
+def bar_chart(buckets, *, label_format: str, label_every: int, title: str) -> str:
+    """Stacked bars (succeeded below, failed on top) with a tooltip per bucket."""
+    width, height = 760, 180
+    left, right, top, bottom = 44, 8, 10, 24
+    plot_width, plot_height = width - left - right, height - top - bottom
+    peak = max((bucket.succeeded + bucket.failed for bucket in buckets), default=0)
+    scale = plot_height / peak if peak else 0
+    slot = plot_width / max(len(buckets), 1)
+    bar_width = max(slot - 1, 1)
+    bars, labels = [], []
+    for index, bucket in enumerate(buckets):
+        x = left + index * slot
+        ok_height = bucket.succeeded * scale
+        failed_height = bucket.failed * scale
+        tooltip = (
+            f"{timezone.localtime(bucket.start).strftime(label_format)}: "
+            f"{bucket.succeeded} succeeded, {bucket.failed} failed"
+        )
+        bars.append(
+            format_html(
+                '<g><title>{}</title><rect x="{}" y="{}" width="{}" height="{}" fill="{}"/>'
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"/></g>',
+                tooltip,
+                f"{x:.1f}",
+                f"{top + plot_height - ok_height:.1f}",
+                f"{bar_width:.1f}",
+                f"{ok_height:.1f}",
+                CHART_COLOURS["succeeded"],
+                f"{x:.1f}",
+                f"{top + plot_height - ok_height - failed_height:.1f}",
+                f"{bar_width:.1f}",
+                f"{failed_height:.1f}",
+                CHART_COLOURS["failed"],
+            )
+        )
+        if index % label_every == 0:
+            labels.append(
+                format_html(
+                    '<text x="{}" y="{}" class="tf-axis">{}</text>',
+                    f"{x:.1f}",
+                    height - 6,
+                    timezone.localtime(bucket.start).strftime(label_format),
+                )
+            )
+    return format_html(
+        '<svg class="tf-chart" viewBox="0 0 {w} {h}" role="img" aria-label="{title}" preserveAspectRatio="none">'
+        '<line x1="{l}" y1="{base}" x2="{r}" y2="{base}" class="tf-grid"/>'
+        '<line x1="{l}" y1="{t}" x2="{r}" y2="{t}" class="tf-grid"/>'
+        '<text x="4" y="{t_label}" class="tf-axis">{peak}</text>'
+        '<text x="4" y="{base}" class="tf-axis">0</text>{bars}{labels}</svg>',
+        w=width,
+        h=height,
+        title=title,
+        l=left,
+        r=width - right,
+        t=top,
+        t_label=top + 8,
+        base=top + plot_height,
+        peak=peak,
+        bars=mark_safe("".join(bars)),
+        labels=mark_safe("".join(labels)),
+    )
+
+
+STATUS_ORDER = [
+    TaskStatus.PENDING,
+    TaskStatus.QUEUED,
+    TaskStatus.RUNNING,
+    TaskStatus.RETRYING,
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+]
+
+
+def _age(data: dict) -> int:
+    return max(int((timezone.now() - data["computed_at"]).total_seconds()), 0)
+
+
+def dashboard_view(request, model_admin):
+    refresh = request.GET.get("refresh") == "1"
+    recent, history = dashboard_recent(refresh=refresh), dashboard_history(refresh=refresh)
+    status_rows = [
+        {
+            "status": status,
+            "label": TaskStatus(status).label,
+            "live": recent["live"].get(status),
+            "hour": recent["created"][status]["hour"],
+            "day": history["created"][status]["day"],
+            "week": history["created"][status]["week"],
+        }
+        for status in STATUS_ORDER
+    ]
+    kinds = history["kinds"]
+    per_minute, per_hour = recent["per_minute"], history["per_hour"]
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": "Task dashboard",
+        "opts": model_admin.opts,
+        "status_rows": status_rows,
+        "minute_chart": bar_chart(
+            per_minute, label_format="%H:%M", label_every=10, title="Finished tasks per minute, last hour"
+        ),
+        "hour_chart": bar_chart(
+            per_hour, label_format="%a %Hh", label_every=24, title="Finished tasks per hour, last week"
+        ),
+        "minute_totals": _totals(per_minute),
+        "hour_totals": _totals(per_hour),
+        "slowest": [_kind_row(k) for k in sorted((k for k in kinds if k.p95 is not None), key=lambda k: -k.p95)][
+            :TOP_KINDS
+        ],
+        "failing": [
+            _kind_row(k) for k in sorted((k for k in kinds if k.failed), key=lambda k: (-k.failed, -k.failure_rate))
+        ][:TOP_KINDS],
+        "queues": sorted(recent["queues"].items()),
+        "recent_age": _age(recent),
+        "history_age": _age(history),
+        "recent_seconds": settings.TASK_DASHBOARD_CACHE_SECONDS,
+        "history_seconds": settings.TASK_DASHBOARD_HISTORY_SECONDS,
+        "inspection_supported": inspection_supported(),
+    }
+    return TemplateResponse(request, "admin/tasks/task/dashboard.html", context)
+
+
+def _kind_row(stats: selectors.KindStats) -> dict:
+    def seconds(value):
+        return duration_text(timedelta(seconds=value)) if value is not None else "—"
+
+    return {
+        "kind": stats.kind,
+        "finished": stats.finished,
+        "failed": stats.failed,
+        "failure_rate": f"{100 * stats.failure_rate:.1f} %",
+        "p50": seconds(stats.p50),
+        "p95": seconds(stats.p95),
+    }
+
+
+def _totals(buckets) -> dict:
+    succeeded = sum(bucket.succeeded for bucket in buckets)
+    failed = sum(bucket.failed for bucket in buckets)
+    return {"succeeded": succeeded, "failed": failed, "finished": succeeded + failed}
+
+
+def dashboard_workers_view(request, model_admin):
+    data = live_workers(refresh=request.GET.get("refresh") == "1")
+    context = {
+        **data,
+        "timeout": settings.TASK_DASHBOARD_INSPECT_TIMEOUT,
+        "age_seconds": max(int((timezone.now() - data["checked_at"]).total_seconds()), 0),
+    }
+    return TemplateResponse(request, "admin/tasks/task/dashboard_workers.html", context)
+
+
+def duration_text(delta: timedelta | None) -> str:
+    """A duration as people read it: 0.42 s, 12.3 s, 4 min 5 s, 3 h 4 min, 2 d 3 h."""
+    if delta is None:
+        return "—"
+    seconds = delta.total_seconds()
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

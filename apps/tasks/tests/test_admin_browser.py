@@ -1,0 +1,139 @@
+"""The operator admin in a real headless Chromium (Debian's package), against a live server
+and a real Celery worker. Screenshots go to artifacts/screenshots/."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from apps.core.testing import wait_for
+from apps.tasks import services
+from apps.tasks.models import Task, TaskStatus
+from conftest import PASSWORD
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.worker,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/apt-packages.txt)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Playwright's sync API keeps an event loop running in this thread, and Django refuses
+    # ORM calls when it sees one; the tests' own database calls are synchronous.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def log_in(browser, live_server, user):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/tasks/task/")
+    page.fill("#id_username", user.email)
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/tasks/task/")
+    return page
+
+
+def screenshot(page, name: str):
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def failed_task(owner, celery_worker):
+    """A task that really ran and failed; then its payload is fixed, so a retry succeeds."""
+    task, _ = services.task_submit(
+        owner=owner,
+        spec=services.TaskSpec(kind="demo.fail", payload={"failures": 1}, title="Nightly invoice run", max_retries=0),
+    )
+
+    def failed():
+        task.refresh_from_db()
+        return task.status == TaskStatus.FAILED
+
+    wait_for(failed, timeout=30, message="the demo task to fail")
+    Task.objects.filter(pk=task.pk).update(payload={"failures": 0, "message": "demo failure"})
+    return task
+
+
+def test_an_operator_filters_failed_tasks_opens_one_and_retries_it_to_success(
+    browser, live_server, operator, failed_task
+):
+    page = log_in(browser, live_server, operator)
+    page.locator("#changelist-filter details[data-filter-title='status'] a", has_text="Failed").click()
+    page.wait_for_url("**status__exact=failed**")
+    assert page.locator("#result_list tbody tr").count() == 1
+    screenshot(page, "01-operator-failed-tasks")
+
+    page.click(f"#result_list a:has(code[title='{failed_task.pk}'])")
+    page.wait_for_url(f"**/{failed_task.pk}/change/**")
+    assert "DemoFailure: demo failure (attempt 1 of 1 failing)" in page.inner_text(".field-error_text")
+    screenshot(page, "02-operator-failed-task-page")
+
+    page.fill("#id_reason", "input fixed")
+    page.click("button:has-text('Retry')")
+    page.wait_for_selector("ul.messagelist li.success")
+    assert "is now queued" in page.inner_text("ul.messagelist")
+
+    def succeeded():
+        page.reload()
+        return page.locator(".field-status_column .tf-status-succeeded").count() == 1
+
+    wait_for(succeeded, timeout=30, interval=0.5, message="the retried task to succeed in the page")
+    history = page.inner_text("#timeline")
+    assert "Retried by hand: input fixed" in history and "operator@example.com" in history
+    screenshot(page, "03-operator-retried-task-succeeded")
+    failed_task.refresh_from_db()
+    assert failed_task.status == TaskStatus.SUCCEEDED and failed_task.result == {"succeeded_on_attempt": 1}
+
+
+def test_a_viewer_sees_the_task_but_no_retry_button_and_no_bulk_actions(browser, live_server, viewer, failed_task):
+    page = log_in(browser, live_server, viewer)
+    assert page.locator("select[name=action]").count() == 0
+    assert page.locator("text=Retry all matching").count() == 0
+    page.goto(f"{live_server.url}/admin/tasks/task/{failed_task.pk}/change/")
+    assert page.locator(".field-status_column .tf-status-failed").count() == 1
+    assert page.locator("button:has-text('Retry')").count() == 0
+    assert page.locator("text=Submit a copy").count() == 0
+    screenshot(page, "04-viewer-task-page-without-buttons")
+
+
+def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, live_server, operator, failed_task):
+    page = log_in(browser, live_server, operator)
+    page.click("text=Dashboard")
+    page.wait_for_selector("#worker-list", timeout=20_000)
+    assert "worker-" in page.inner_text("#worker-list")
+    assert page.locator("svg.tf-chart").count() == 2
+    page.click("#refresh-toggle")
+    assert page.inner_text("#refresh-state") == "Auto-refresh paused."
+    screenshot(page, "05-dashboard")
+    page.click("#refresh-toggle")  # leave the browser's storage as it was
+    assert page.inner_text("#refresh-state").startswith("Refreshing every")

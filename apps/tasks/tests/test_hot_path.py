@@ -1,0 +1,94 @@
+"""The transitions on the hot path are one statement each, event included (apps/tasks/services.py)."""
+
+import pytest
+from django.utils import timezone
+
+from apps.tasks import services
+from apps.tasks.models import Task, TaskEvent, TaskStatus
+from apps.tasks.services import TaskSpec
+
+# Outside a test transaction, as in a request (no ATOMIC_REQUESTS) or a worker.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def queued_task(owner) -> Task:
+    return Task.objects.create(owner=owner, kind="demo.noop", status=TaskStatus.QUEUED, queued_at=timezone.now())
+
+
+def test_a_submission_writes_the_task_and_its_event_in_one_statement(owner, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        task, created = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={"echo": 1}))
+    assert created and not task._state.adding
+    stored = Task.objects.get(pk=task.pk)
+    assert (stored.status, stored.payload, stored.created_at) == (TaskStatus.QUEUED, {"echo": 1}, task.created_at)
+    event = TaskEvent.objects.get(task=task)
+    assert (event.from_status, event.to_status, event.actor, event.message) == ("", "queued", owner, "Submitted")
+
+
+def test_a_claim_is_a_read_and_one_statement_with_its_event(owner, django_assert_num_queries):
+    task = queued_task(owner)
+    with django_assert_num_queries(2):
+        claimed = services.task_claim(task_id=task.pk, worker="w1")
+    assert (claimed.status, claimed.attempts) == (TaskStatus.RUNNING, 1)
+    event = TaskEvent.objects.get(task=task)
+    assert (event.from_status, event.to_status, event.worker, event.attempt) == ("queued", "running", "w1", 1)
+    assert event.message == "Attempt 1"
+
+
+def test_a_lost_claim_writes_no_event(owner):
+    task = queued_task(owner)
+    stale = Task.objects.get(pk=task.pk)
+    assert services.task_claim(task_id=task.pk, worker="w1") is not None
+    # A second worker that read the row before the first claim: its conditional UPDATE matches nothing.
+    claimed = services._update_with_event(
+        task_id=task.pk,
+        where={"status": stale.status, "attempts": stale.attempts, "run_id": stale.run_id},
+        values={"status": TaskStatus.RUNNING, "worker": "w2"},
+        event=services._event(stale, stale.status, TaskStatus.RUNNING, worker="w2"),
+    )
+    assert claimed is False
+    assert list(TaskEvent.objects.filter(task=task).values_list("worker", flat=True)) == ["w1"]
+    assert Task.objects.get(pk=task.pk).worker == "w1"
+
+
+def test_finishing_a_run_is_one_statement_with_its_event(owner, django_assert_max_num_queries):
+    task = services.task_claim(task_id=queued_task(owner).pk, worker="w1")
+    # One statement, plus at most the cached "does the owner have webhook endpoints" lookup.
+    with django_assert_max_num_queries(2):
+        assert services.task_succeed(task=task, result={"ok": True}) is True
+    stored = Task.objects.get(pk=task.pk)
+    assert (stored.status, stored.result, stored.progress) == (TaskStatus.SUCCEEDED, {"ok": True}, 100)
+    assert stored.finished_at is not None and stored.lease_expires_at is None
+    last = TaskEvent.objects.filter(task=task).order_by("created_at", "id").last()
+    assert (last.from_status, last.to_status, last.message) == ("running", "succeeded", "Succeeded")
+    assert services.task_succeed(task=task, result={"ok": True}) is False  # only once
+    assert TaskEvent.objects.filter(task=task).count() == 2
+
+
+def test_a_submission_inside_a_transaction_publishes_its_wake_up_after_the_commit(owner, redis_client):
+    from django.db import transaction
+
+    def queued_messages() -> int:
+        return sum(redis_client.llen(key) for key in redis_client.keys("default*") if redis_client.type(key) == b"list")
+
+    before = queued_messages()
+    with transaction.atomic():
+        task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+        assert queued_messages() == before
+    assert queued_messages() == before + 1
+    assert TaskEvent.objects.filter(task=task, to_status="queued").count() == 1
+
+
+def test_without_data_modifying_statements_the_transitions_run_in_a_transaction(owner, monkeypatch):
+    # SQLite, the embedded mode, has none; the same outcome comes from the transaction path.
+    monkeypatch.setattr(services, "_one_statement", lambda: False)
+    task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+    claimed = services.task_claim(task_id=task.pk, worker="w1")
+    assert services.task_claim(task_id=task.pk, worker="w2") is None
+    assert services.task_succeed(task=claimed, result=None) is True
+    transitions = TaskEvent.objects.filter(task=task).order_by("created_at", "id")
+    assert [(e.from_status, e.to_status) for e in transitions] == [
+        ("", "queued"),
+        ("queued", "running"),
+        ("running", "succeeded"),
+    ]

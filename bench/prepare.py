@@ -1,0 +1,129 @@
+"""Django-side set-up of a bench database, run by bench/run.py in its own process.
+
+    DJANGO_SETTINGS_MODULE=bench.settings python -m bench.prepare --rows 1000000
+
+Makes the bench's two users (an API client, and a staff member for the task list and the
+admin) with fresh API keys, removes what an earlier run left, and fills the task table and
+the baseline table up to --rows each: the task table with `manage.py seed_tasks` when the
+project has it (else a COPY of plain rows), the baseline table with one server-side INSERT.
+Prints one JSON line for the harness.
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import uuid
+from datetime import timedelta
+
+import django
+
+CLIENT_EMAIL = "bench-client@bench.taskflow.local"
+STAFF_EMAIL = "bench-staff@bench.taskflow.local"
+
+
+def table_rows(cursor, table: str) -> int:
+    cursor.execute(f"SELECT count(*) FROM {table}")  # exact: the bench reports the real size
+    return cursor.fetchone()[0]
+
+
+def copy_tasks(count: int, owner_id: int) -> None:
+    """Plain finished noop tasks, for a project without seed_tasks: COPY in one statement."""
+    from django.db import connection
+    from django.utils import timezone
+
+    now = timezone.now()
+    columns = (
+        "id, owner_id, kind, title, description, payload, priority, queue, status, attempts, max_retries, "
+        "timeout, progress, progress_message, error, traceback, worker, cancel_requested, callback_url, "
+        "trigger, created_at, updated_at, finished_at"
+    )
+    with connection.cursor() as cursor, cursor.copy(f"COPY tasks_task ({columns}) FROM STDIN") as copy:
+        for n in range(count):
+            at = now - timedelta(seconds=n)
+            status = "failed" if n % 50 == 0 else "succeeded"
+            copy.write_row(
+                [uuid.uuid4(), owner_id, "demo.noop", f"Seeded {n}", "", "{}", "normal", "default", status, 1, 0,
+                 30, 100, "", "", "", "", False, "", "api", at, at, at]
+            )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, required=True, help="rows wanted in the task and baseline tables")
+    args = parser.parse_args()
+    django.setup()
+
+    from django.core.management import call_command, get_commands
+    from django.db import connection
+
+    from apps.accounts.models import ApiKey, User, generate_api_key, hash_api_key
+
+    def user_with_key(email: str, *, staff: bool) -> tuple[User, str]:
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            maker = User.objects.create_superuser if staff else User.objects.create_user
+            user = maker(email=email, password=None, full_name="Bench " + ("Staff" if staff else "Client"))
+        user.api_keys.all().delete()
+        prefix, raw = generate_api_key()
+        ApiKey.objects.create(user=user, name="bench", prefix=prefix, key_hash=hash_api_key(raw))
+        return user, raw
+
+    client, client_key = user_with_key(CLIENT_EMAIL, staff=False)
+    staff, staff_key = user_with_key(STAFF_EMAIL, staff=True)
+
+    with connection.cursor() as cursor:
+        # What an interrupted earlier run may have left (tasks and rows of the bench client).
+        cursor.execute(
+            "DELETE FROM tasks_taskevent WHERE task_id IN (SELECT id FROM tasks_task WHERE owner_id = %s)",
+            [client.pk],
+        )
+        cursor.execute("DELETE FROM tasks_task WHERE owner_id = %s", [client.pk])
+        cursor.execute("DELETE FROM baseline_row WHERE owner_id <> 0")
+        tasks = table_rows(cursor, "tasks_task")
+        rows = table_rows(cursor, "baseline_row")
+
+    seeded_with = None
+    if tasks < args.rows:
+        missing = args.rows - tasks
+        if "seed_tasks" in get_commands():
+            seeded_with = "manage.py seed_tasks --no-events"
+            call_command("seed_tasks", count=missing, no_events=True, seed=9, stdout=io.StringIO())
+        else:
+            seeded_with = "bench COPY loader"
+            copy_tasks(missing, staff.pk)
+    with connection.cursor() as cursor:
+        if rows < args.rows:
+            cursor.execute(
+                """
+                INSERT INTO baseline_row (owner_id, kind, title, status, payload, created_at)
+                SELECT 0, 'demo.noop', 'Row ' || n, 'succeeded', '{"echo": 1}'::jsonb,
+                       now() - make_interval(secs => n)
+                FROM generate_series(%s, %s) AS n
+                """,
+                [rows + 1, args.rows],
+            )
+        cursor.execute("ANALYZE tasks_task")
+        cursor.execute("ANALYZE baseline_row")
+        tasks = table_rows(cursor, "tasks_task")
+        rows = table_rows(cursor, "baseline_row")
+
+    print(
+        json.dumps(
+            {
+                "client_id": client.pk,
+                "client_key": client_key,
+                "staff_id": staff.pk,
+                "staff_key": staff_key,
+                "task_rows": tasks,
+                "baseline_rows": rows,
+                "seeded_with": seeded_with,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.getcwd())
+    main()

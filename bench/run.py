@@ -1,0 +1,922 @@
+"""TaskFlow against bare Celery and a minimal DRF service, as ratios measured in one run.
+
+    make bench                          # the standard run, a few minutes
+    make bench BENCH_ARGS=--quick       # fewer rounds and shorter runs (a minute or two)
+    make bench BENCH_ARGS=--full        # more rounds, longer runs
+    .venv/bin/python -m bench.run --help
+
+Sets up what it needs on this machine's real stack: the PostgreSQL database `taskflow_bench`
+(created and migrated, tasks and baseline rows seeded once and kept), Redis DB 8 (the
+bench's own: flushed), gunicorn with deploy/gunicorn.conf.py and Celery workers started with
+the same flags for both sides (WORKER_FLAGS). Every row pairs a TaskFlow measurement with a
+baseline measured in the same run, alternating which goes first, several rounds; the figure
+is the median of the per-round ratios, with their spread (min-max). Load comes from wrk, a
+separate process, or from this process for the bulk and end-to-end rows; every loop is
+bounded in count and in time, and only 127.0.0.1 is ever a target.
+
+Writes bench/results/latest.json and latest.md; `python -m bench.readme` copies the table
+into the README's Performance section.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BENCH_DIR = BASE_DIR / "bench"
+DEFAULT_RESULTS = BENCH_DIR / "results"
+WRK_SCRIPT = BENCH_DIR / "wrk" / "bench.lua"
+PYTHON = sys.executable
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/taskflow_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
+
+# One set of flags for TaskFlow's worker and the bare Celery worker: the project's default
+# concurrency (WORKER_CONCURRENCY=2), prefork, one unacked message per process. Late acks
+# and ignored results are in both apps' configuration (taskflow_site/celery.py and
+# bench/bare_celery.py); neither has a command-line flag.
+WORKER_FLAGS = [
+    "worker",
+    "--pool",
+    "prefork",
+    "--concurrency",
+    "2",
+    "--prefetch-multiplier",
+    "1",
+    "--without-gossip",
+    "--without-mingle",
+    "--without-heartbeat",
+    "--loglevel",
+    "INFO",
+]
+TASKFLOW_QUEUE = "default"
+NOOP_TASK = {"kind": "demo.noop", "payload": {"echo": 1}}
+BASELINE_ROW = {"kind": "demo.noop", "title": "bench", "payload": {"echo": 1}}
+BULK_CHUNK = 1000  # TASK_BULK_MAX
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Profile:
+    rounds: int
+    e2e_tasks: int
+    bulk_tasks: int
+    wrk_seconds: float
+    wrk_connections: tuple[int, ...]
+    admin_requests: int
+    table_rows: int
+    limit_seconds: int
+    redis_requests: int
+
+
+PROFILES = {
+    "smoke": Profile(1, 40, 200, 1, (4,), 1, 2_000, 1, 2_000),
+    "quick": Profile(3, 1_000, 10_000, 3, (16, 64), 3, 1_000_000, 3, 50_000),
+    "standard": Profile(5, 2_000, 10_000, 5, (16, 64), 5, 1_000_000, 5, 100_000),
+    "full": Profile(7, 10_000, 10_000, 8, (16, 64), 7, 1_000_000, 8, 200_000),
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+# --- Processes --------------------------------------------------------------------------
+
+
+class Service:
+    """A process of ours (gunicorn, a worker), in its own process group, logging to a file."""
+
+    def __init__(self, name: str, command: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.command = command
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.process = None
+
+    def start(self) -> "Service":
+        self.log_file = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the process)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_for_log(self, marker: bytes, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+            if marker in self.log_path.read_bytes():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start in {timeout}s:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def children(self) -> list[int]:
+        """Direct children of the main process (gunicorn workers, Celery pool processes)."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(pid) for pid in path.read_text().split()]
+        except OSError:
+            return []
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM: the most resident memory the process ever had."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+# --- The bench ---------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args, profile: Profile, profile_name: str):
+        self.args = args
+        self.profile = profile
+        self.profile_name = profile_name
+        self.database_url = args.database_url
+        self.redis_url = args.redis_url
+        self.port = args.port
+        self.deadline = time.monotonic() + args.time_limit
+        self.work_dir = Path(tempfile.mkdtemp(prefix="taskflow-bench-"))
+        self.services: list[Service] = []
+        self.redis = redis.Redis.from_url(self.redis_url)
+        # bench.bare_celery reads its broker from here when this process publishes.
+        os.environ["BENCH_REDIS_URL"] = self.redis_url
+        self.results = {"rows": [], "limits": {}, "notes": []}
+
+    # environment shared by every process of the stack
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(
+            DJANGO_SETTINGS_MODULE="bench.settings",
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            BENCH_REDIS_URL=self.redis_url,
+            DEBUG="false",
+            SECRET_KEY="bench-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+            ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
+            SECURE_SSL_REDIRECT="false",
+            SECURE_HSTS_SECONDS="0",
+            # The bench user sends thousands of requests a second: lift the rate limits
+            # (the limiter still runs, with its Redis call, on both sides of every API row).
+            RATE_LIMIT_USER="100000000/s",
+            RATE_LIMIT_ANON="100000000/s",
+            RATE_LIMIT_AUTH="100000000/s",
+            # gunicorn recycles a worker after GUNICORN_MAX_REQUESTS; a recycled worker would
+            # hide its peak memory (row 7), so not during a bench.
+            GUNICORN_MAX_REQUESTS="10000000",
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            TASKFLOW_VAR_DIR=str(self.work_dir / "var"),
+            WORKER_METRICS_PORT="0",
+            EMAIL_URL="consolemail://",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def check_time(self, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise RuntimeError(f"the bench ran past its --time-limit of {self.args.time_limit}s (at {what})")
+
+    def manage(self, *args: str, timeout: float = 600) -> str:
+        done = subprocess.run(
+            [PYTHON, *args], cwd=BASE_DIR, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    # --- set-up ---
+
+    def ensure_database(self) -> None:
+        parts = urlsplit(self.database_url)
+        name = parts.path.lstrip("/")
+        admin_url = urlunsplit(parts._replace(path="/postgres"))
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                log(f"creating database {name}")
+                conn.execute(f'CREATE DATABASE "{name}"')
+        log("migrating")
+        self.manage("manage.py", "migrate", "--noinput")
+
+    def prepare(self) -> None:
+        rows = self.args.rows or self.profile.table_rows
+        log(f"preparing users and {rows:,} rows per table (seeded once, kept between runs)")
+        out = self.manage("-m", "bench.prepare", "--rows", str(rows), timeout=1800)
+        self.prep = json.loads(out.strip().splitlines()[-1])
+        self.db = psycopg.connect(self.database_url, autocommit=True)
+        self.baseline_max_id = self.db.execute("SELECT coalesce(max(id), 0) FROM baseline_row").fetchone()[0]
+
+    def start_web(self) -> None:
+        web = Service(
+            "gunicorn",
+            [PYTHON, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "taskflow_site.wsgi:application"],
+            self.env(),
+            self.work_dir,
+        ).start()
+        self.services.append(web)
+        self.web = web
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, _ = self.http("GET", "/healthz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or web.process.poll() is not None:
+                raise RuntimeError(f"gunicorn did not answer /healthz:\n{web.tail()}")
+            time.sleep(0.2)
+        log(f"gunicorn up on 127.0.0.1:{self.port} with {len(web.children())} workers")
+
+    def start_workers(self) -> None:
+        base = [PYTHON, "-m", "celery"]
+        self.tf_worker = Service(
+            "worker-taskflow",
+            [*base, "--app", "taskflow_site", *WORKER_FLAGS, "--queues", TASKFLOW_QUEUE, "--hostname", "bench-tf@%h"],
+            self.env(),
+            self.work_dir,
+        ).start()
+        # Without DJANGO_SETTINGS_MODULE: Celery would otherwise load Django (its Django fixup)
+        # and with it TaskFlow's logging, and the baseline would no longer be bare Celery.
+        bare_env = {k: v for k, v in self.env().items() if k != "DJANGO_SETTINGS_MODULE"}
+        self.bare_worker = Service(
+            "worker-bare",
+            [*base, "--app", "bench.bare_celery", *WORKER_FLAGS, "--hostname", "bench-bare@%h"],
+            bare_env,
+            self.work_dir,
+        ).start()
+        self.services += [self.tf_worker, self.bare_worker]
+        for worker in (self.tf_worker, self.bare_worker):
+            worker.wait_for_log(b" ready.")
+        log("workers ready (same flags: " + " ".join(WORKER_FLAGS[1:]) + ")")
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+
+    # --- helpers ---
+
+    def http(self, method: str, path: str, body=None, key: str | None = None, conn=None) -> tuple[int, bytes]:
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {}
+        if key:
+            headers["Authorization"] = f"Api-Key {key}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            if own:
+                conn.close()
+
+    def vacuum(self) -> None:
+        self.db.execute("VACUUM (ANALYZE) tasks_task, tasks_taskevent, baseline_row")
+
+    def reset_queues(self) -> None:
+        """Drop every message and counter: Redis DB of the bench only (see --redis-url)."""
+        self.redis.flushdb()
+
+    def clean_tasks(self) -> None:
+        """Delete what the bench wrote. Requests wrk gave up on at its deadline may still be
+        committing on the server: try again until the tables hold still."""
+        owner = self.prep["client_id"]
+        for _attempt in range(20):
+            try:
+                with self.db.transaction():
+                    self.db.execute(
+                        "DELETE FROM tasks_taskevent WHERE task_id IN (SELECT id FROM tasks_task WHERE owner_id = %s)",
+                        [owner],
+                    )
+                    self.db.execute("DELETE FROM tasks_task WHERE owner_id = %s", [owner])
+                self.db.execute("DELETE FROM baseline_row WHERE id > %s", [self.baseline_max_id])
+                return
+            except psycopg.errors.ForeignKeyViolation:
+                time.sleep(0.2)
+        raise RuntimeError("the bench's tasks could not be deleted: something keeps writing them")
+
+    def submit_bulk(self, count: int) -> None:
+        # A connection per call: gunicorn drops keep-alive connections idle for 5 s.
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        for start in range(0, count, BULK_CHUNK):
+            size = min(BULK_CHUNK, count - start)
+            status, body = self.http(
+                "POST", "/api/tasks/bulk/", {"tasks": [NOOP_TASK] * size}, key=self.prep["client_key"], conn=conn
+            )
+            if status != 201:
+                raise RuntimeError(f"bulk submission answered {status}: {body[:500]!r}\n{self.web.tail()}")
+        conn.close()
+
+    def publish_bare(self, count: int) -> None:
+        from bench.bare_celery import bare_noop
+
+        for n in range(count):
+            bare_noop.apply_async(args=[n])
+
+    def pair_rounds(self, name: str, taskflow, baseline, rounds: int) -> list[dict]:
+        """Run both sides `rounds` times, alternating which goes first."""
+        samples = []
+        for index in range(rounds):
+            self.check_time(name)
+            order = [("taskflow", taskflow), ("baseline", baseline)]
+            if index % 2:
+                order.reverse()
+            measured = {side: run() for side, run in order}
+            samples.append(measured)
+            shown = {side: value["rate"] if isinstance(value, dict) else value for side, value in measured.items()}
+            log(f"  {name} round {index + 1}/{rounds}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        return samples
+
+    # --- physical limits ---
+
+    def measure_limits(self) -> None:
+        log("physical limits: redis-benchmark LPUSH/RPOP, pgbench INSERT+UPDATE")
+        redis_parts = urlsplit(self.redis_url)
+        dbnum = (redis_parts.path or "/0").lstrip("/") or "0"
+        out = subprocess.run(
+            ["redis-benchmark", "-h", redis_parts.hostname or "127.0.0.1", "-p", str(redis_parts.port or 6379),
+             "--dbnum", dbnum, "-c", "16", "-n", str(self.profile.redis_requests), "-t", "lpush,rpop", "--csv"],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        for line in out.splitlines():
+            cells = [cell.strip('"') for cell in line.split(",")]
+            if cells and cells[0] in ("LPUSH", "RPOP"):
+                self.results["limits"][f"redis_{cells[0].lower()}_per_s"] = float(cells[1])
+        self.redis.delete("mylist")
+
+        # A logged table like tasks_task: one transaction that inserts a row and updates it.
+        self.db.execute("DROP TABLE IF EXISTS bench_limit")
+        self.db.execute("CREATE TABLE bench_limit (id bigserial PRIMARY KEY, state text NOT NULL)")
+        script = self.work_dir / "insert_update.sql"
+        script.write_text(
+            "BEGIN;\n"
+            "INSERT INTO bench_limit (state) VALUES ('queued') RETURNING id AS row_id \\gset\n"
+            "UPDATE bench_limit SET state = 'succeeded' WHERE id = :row_id;\n"
+            "COMMIT;\n"
+        )
+        parts = urlsplit(self.database_url)
+        out = subprocess.run(
+            ["pgbench", "-n", "-h", parts.hostname, "-p", str(parts.port or 5432), "-U", parts.username or "postgres",
+             "-c", "4", "-j", "2", "-T", str(self.profile.limit_seconds), "-f", str(script), parts.path.lstrip("/")],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+        tps = re.search(r"tps = ([\d.]+)", out)
+        self.results["limits"]["pg_insert_update_per_s"] = float(tps.group(1)) if tps else None
+        self.db.execute("DROP TABLE bench_limit")
+
+    # --- rows ---
+
+    def row_bulk(self) -> None:
+        count = self.profile.bulk_tasks
+        log(f"row 2: bulk submission of {count:,} tasks (no worker) vs {count:,} bare apply_async")
+
+        def taskflow():
+            self.clean_tasks()
+            self.reset_queues()
+            started = time.perf_counter()
+            self.submit_bulk(count)
+            rate = count / (time.perf_counter() - started)
+            queued = self.db.execute(
+                "SELECT count(*) FROM tasks_task WHERE owner_id = %s AND status = 'queued'", [self.prep["client_id"]]
+            ).fetchone()[0]
+            if queued != count:
+                raise RuntimeError(f"bulk: {queued} of {count} tasks queued")
+            return round(rate, 1)
+
+        def baseline():
+            self.reset_queues()
+            started = time.perf_counter()
+            self.publish_bare(count)
+            return round(count / (time.perf_counter() - started), 1)
+
+        self.submit_bulk(min(count, BULK_CHUNK))  # warm-up (imports, connections)
+        self.publish_bare(100)
+        samples = self.pair_rounds("bulk", taskflow, baseline, self.profile.rounds)
+        self.clean_tasks()
+        self.reset_queues()
+        self.add_row(
+            "2",
+            f"bulk submission alone: {count:,} tasks via `/api/tasks/bulk/` ({BULK_CHUNK:,} per request), no worker",
+            f"bare Celery: {count:,} `apply_async` publishes",
+            "tasks/s",
+            samples,
+            target=0.5,
+            size=count,
+        )
+
+    def wrk(self, *, method: str, path: str, key: str, connections: int, body=None) -> dict:
+        seconds = self.profile.wrk_seconds
+        threads = 2
+        # Bounded in time (-d) and in count: no thread sends more than it could in the time at
+        # 5,000 requests/s.
+        env = dict(
+            os.environ,
+            BENCH_METHOD=method,
+            BENCH_PATH=path,
+            BENCH_API_KEY=key,
+            BENCH_BODY=json.dumps(body) if body is not None else "",
+            BENCH_MAX_PER_THREAD=str(int(5000 * seconds / threads) + 1),
+        )
+        out = subprocess.run(
+            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+             "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{self.port}{path}"],
+            capture_output=True, text=True, env=env, timeout=seconds + 60, check=True,
+        ).stdout  # fmt: skip
+        line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
+        result = json.loads(line.removeprefix("BENCH_JSON "))
+        if result["non_2xx"] or result["socket_errors"] or result["timeouts"]:
+            raise RuntimeError(f"wrk {method} {path}: errors in {result}")
+        result["rate"] = round(result["requests"] / result["duration_s"], 1)
+        return result
+
+    def row_post(self) -> None:
+        log("row 3: POST /api/tasks/ vs minimal DRF insert, wrk")
+        for connections in self.profile.wrk_connections:
+
+            def taskflow(connections=connections):
+                self.clean_tasks()
+                self.reset_queues()
+                return self.wrk(
+                    method="POST", path="/api/tasks/", key=self.prep["client_key"], connections=connections,
+                    body=NOOP_TASK,
+                )  # fmt: skip
+
+            def baseline(connections=connections):
+                self.clean_tasks()
+                return self.wrk(
+                    method="POST", path="/bench/rows/", key=self.prep["client_key"], connections=connections,
+                    body=BASELINE_ROW,
+                )  # fmt: skip
+
+            taskflow()  # warm-up of every gunicorn worker and thread, both endpoints
+            baseline()
+            samples = self.pair_rounds(f"post c={connections}", taskflow, baseline, self.profile.rounds)
+            self.add_row(
+                f"3 ({connections} conn.)",
+                f"`POST /api/tasks/`, {connections} connections",
+                "minimal DRF endpoint, API key, one INSERT",
+                "req/s",
+                [{side: s[side]["rate"] for side in s} for s in samples],
+                target=0.6,
+                latency=samples,
+                latency_target=2.0,
+            )
+        self.clean_tasks()
+        self.reset_queues()
+
+    def row_list(self) -> None:
+        log("row 4: GET /api/tasks/ first page vs minimal DRF list, wrk")
+        connections = max(self.profile.wrk_connections[0], 1)
+
+        def taskflow():
+            return self.wrk(method="GET", path="/api/tasks/", key=self.prep["staff_key"], connections=connections)
+
+        def baseline():
+            return self.wrk(method="GET", path="/bench/rows/", key=self.prep["staff_key"], connections=connections)
+
+        taskflow()
+        baseline()
+        samples = self.pair_rounds("list", taskflow, baseline, self.profile.rounds)
+        self.add_row(
+            "4",
+            f"`GET /api/tasks/` first page of 20, {self.prep['task_rows']:,} tasks, {connections} connections",
+            f"minimal DRF list of 20 rows, one table of {self.prep['baseline_rows']:,} rows",
+            "req/s",
+            [{side: s[side]["rate"] for side in s} for s in samples],
+            target=0.7,
+            latency=samples,
+        )
+
+    def row_admin(self) -> None:
+        log("rows 5-6: admin changelist vs stock ModelAdmin; dashboard")
+        out = self.manage(
+            "-m", "bench.admin_pages", "--rounds", str(self.profile.rounds), "--requests",
+            str(self.profile.admin_requests), "--staff-email", "bench-staff@bench.taskflow.local",
+        )  # fmt: skip
+        line = next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))
+        data = json.loads(line.removeprefix("BENCH_JSON "))
+        labels = {"changelist": "unfiltered", "changelist_failed": "`status=failed`"}
+        for name, rounds in data["pairs"].items():
+            self.add_row(
+                f"5 ({labels[name].strip('`')})",
+                f"admin task changelist, {labels[name]}, {self.prep['task_rows']:,} tasks",
+                "stock `ModelAdmin`, same table and data",
+                "ms",
+                [{side: round(value, 2) for side, value in r.items()} for r in rounds],
+                target=10.0,
+                lower_is_better=True,
+            )
+        dashboard = data["dashboard"]
+        if dashboard.get("skipped"):
+            self.results["notes"].append(f"Row 6 skipped: {dashboard['skipped']}.")
+            self.results["rows"].append({"id": "6", "skipped": dashboard["skipped"]})
+            return
+        for state in ("cold", "warm"):
+            values = sorted(dashboard[f"{state}_ms"])
+            p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+            self.results["rows"].append(
+                {
+                    "id": f"6 ({state})",
+                    "taskflow": (
+                        "admin dashboard, aggregates recomputed (cache dropped before each request)"
+                        if state == "cold"
+                        else "admin dashboard, aggregates cached"
+                    )
+                    + f", {self.prep['task_rows']:,} tasks",
+                    "unit": "ms",
+                    "median": round(median(values), 1),
+                    "p95": round(p95, 1),
+                    "samples": [round(v, 2) for v in dashboard[f"{state}_ms"]],
+                    "target": "report median and p95",
+                }
+            )
+
+    def row_end_to_end(self) -> None:
+        count = self.profile.e2e_tasks
+        log(f"row 1: end to end, {count:,} demo.noop via the bulk API vs {count:,} bare apply_async")
+        owner = self.prep["client_id"]
+        timeout = max(120.0, count / 20)
+        from bench.bare_celery import COUNTER_KEY, LAST_KEY
+
+        # Both sides poll slowly (polling must not load the machine it measures) and take
+        # the end from what the last task recorded: its finished_at, or the bare task's stamp.
+        def taskflow():
+            self.clean_tasks()
+            self.reset_queues()
+            started = time.time()
+            self.submit_bulk(count)
+            while True:
+                done, failed, last = self.db.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'), "
+                    "extract(epoch FROM max(finished_at)) FROM tasks_task WHERE owner_id = %s",
+                    [owner],
+                ).fetchone()
+                if done == count:
+                    return round(count / (float(last) - started), 1)
+                if failed or time.time() - started > timeout:
+                    raise RuntimeError(f"end to end: {done} succeeded, {failed} failed of {count}")
+                time.sleep(POLL_SECONDS)
+
+        def baseline():
+            self.reset_queues()
+            started = time.time()
+            self.publish_bare(count)
+            while int(self.redis.get(COUNTER_KEY) or 0) < count:
+                if time.time() - started > timeout:
+                    raise RuntimeError(f"bare Celery: {self.redis.get(COUNTER_KEY)} of {count} executed")
+                time.sleep(POLL_SECONDS)
+            return round(count / (float(self.redis.get(LAST_KEY)) - started), 1)
+
+        # Warm-up: every pool process imports and connects once.
+        self.submit_bulk(50)
+        self.publish_bare(50)
+        time.sleep(3)
+        samples = self.pair_rounds("end to end", taskflow, baseline, self.profile.rounds)
+        self.add_row(
+            "1",
+            f"end to end: {count:,} `demo.noop` via the bulk API until all `succeeded`",
+            f"bare Celery: {count:,} no-op `apply_async`, late acks, results ignored, until all executed",
+            "tasks/s",
+            samples,
+            target=0.5,
+            size=count,
+        )
+        self.clean_tasks()
+
+    def memory(self) -> None:
+        web = {pid: peak_rss_mb(pid) for pid in self.web.children()}
+        tf_children = {pid: peak_rss_mb(pid) for pid in self.tf_worker.children()}
+        bare_children = {pid: peak_rss_mb(pid) for pid in self.bare_worker.children()}
+
+        def peak(values: dict) -> float | None:
+            found = [v for v in values.values() if v is not None]
+            return max(found) if found else None
+
+        self.results["rows"].append(
+            {
+                "id": "7",
+                "taskflow": "peak RSS (VmHWM) after the runs",
+                "unit": "MB",
+                "gunicorn_worker_mb": peak(web),
+                "celery_pool_child_mb": peak(tf_children),
+                "bare_celery_pool_child_mb": peak(bare_children),
+                "gunicorn_workers": len(web),
+                "target": 150,
+                "met": all(v is not None and v < 150 for v in (peak(web), peak(tf_children))),
+            }
+        )
+
+    # --- results ---
+
+    def add_row(self, row_id, taskflow, baseline, unit, samples, *, target, lower_is_better=False, **extra) -> None:
+        """A pair row: per-round ratios (TaskFlow's advantage, >1 is better for TaskFlow
+        on time rows), their median and spread."""
+        tf_values = [sample["taskflow"] for sample in samples]
+        base_values = [sample["baseline"] for sample in samples]
+        ratios = [base / tf if lower_is_better else tf / base for tf, base in zip(tf_values, base_values, strict=True)]
+        row = {
+            "id": row_id,
+            "taskflow": taskflow,
+            "baseline": baseline,
+            "unit": unit,
+            "taskflow_median": round(median(tf_values), 2),
+            "baseline_median": round(median(base_values), 2),
+            "taskflow_samples": tf_values,
+            "baseline_samples": base_values,
+            "ratio_median": round(median(ratios), 3),
+            "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3),
+            "ratio_samples": [round(r, 3) for r in ratios],
+            "ratio_meaning": "baseline time / TaskFlow time (speed-up)" if lower_is_better else "TaskFlow / baseline",
+            "target": target,
+            "met": median(ratios) >= target,
+        }
+        latency = extra.pop("latency", None)
+        latency_target = extra.pop("latency_target", None)
+        row.update(extra)
+        if latency is not None:
+            tf_p99 = [s["taskflow"]["latency_ms"]["p99"] for s in latency]
+            base_p99 = [s["baseline"]["latency_ms"]["p99"] for s in latency]
+            p99_ratios = [t / b for t, b in zip(tf_p99, base_p99, strict=True)]
+            row["p99_ms_taskflow_median"] = round(median(tf_p99), 1)
+            row["p99_ms_baseline_median"] = round(median(base_p99), 1)
+            row["p99_ratio_median"] = round(median(p99_ratios), 2)
+            row["p99_ratio_max"] = round(max(p99_ratios), 2)
+            row["latency_samples"] = [
+                {side: s[side]["latency_ms"] for side in ("taskflow", "baseline")} for s in latency
+            ]
+            if latency_target:
+                row["p99_target"] = latency_target
+                row["met"] = row["met"] and median(p99_ratios) <= latency_target
+        self.results["rows"].append(row)
+
+    def fractions(self) -> None:
+        limits = self.results["limits"]
+        rows = {row["id"]: row for row in self.results["rows"]}
+        out = {}
+        e2e = rows.get("1", {}).get("taskflow_median")
+        bulk = rows.get("2", {}).get("taskflow_median")
+        post = max((row["taskflow_median"] for key, row in rows.items() if key.startswith("3")), default=None)
+        lpush, rpop, pg = (limits.get(k) for k in ("redis_lpush_per_s", "redis_rpop_per_s", "pg_insert_update_per_s"))
+        if e2e and pg:
+            out["end_to_end_vs_pg_insert_update"] = round(e2e / pg, 3)
+        if e2e and lpush and rpop:
+            out["end_to_end_vs_redis_lpush_rpop"] = round(e2e / min(lpush, rpop), 4)
+        if bulk and lpush:
+            out["bulk_submission_vs_redis_lpush"] = round(bulk / lpush, 4)
+        if bulk and pg:
+            out["bulk_submission_vs_pg_insert_update"] = round(bulk / pg, 3)
+        if post and pg:
+            out["post_vs_pg_insert_update"] = round(post / pg, 3)
+        limits["fractions"] = out
+
+    def run(self) -> dict:
+        started = time.monotonic()
+        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "limits"])
+        try:
+            self.ensure_database()
+            self.prepare()
+            self.reset_queues()
+            self.clean_tasks()
+            if "limits" in wanted:
+                self.measure_limits()
+            self.start_web()
+            if "2" in wanted:
+                self.row_bulk()
+            if "3" in wanted:
+                self.row_post()
+            # Rows 2 and 3 wrote and deleted tens of thousands of the newest tasks: the list
+            # and admin rows would wade through their dead index entries until autovacuum
+            # came by. Measure the steady state.
+            self.vacuum()
+            if "4" in wanted:
+                self.row_list()
+            if wanted & {"5", "6"}:
+                self.row_admin()
+            if "1" in wanted or "7" in wanted:
+                self.start_workers()
+            if "1" in wanted:
+                self.row_end_to_end()
+            if "7" in wanted:
+                self.memory()
+        finally:
+            self.stop_all()
+            try:
+                self.clean_tasks()
+                self.reset_queues()
+            except Exception as exc:  # the database may be what failed
+                log(f"clean-up failed: {exc}")
+            if not self.args.keep_logs:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            else:
+                log(f"logs kept in {self.work_dir}")
+        self.fractions()
+        self.results["meta"] = self.meta(time.monotonic() - started)
+        return self.results
+
+    def meta(self, elapsed: float) -> dict:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(["git", "status", "--porcelain"], cwd=BASE_DIR, capture_output=True, text=True).stdout
+        )
+        return {
+            "profile": self.profile_name,
+            "rounds": self.profile.rounds,
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit + ("+changes" if dirty else ""),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+            f"{platform.python_version()}",
+            "elapsed_s": round(elapsed, 1),
+            "task_rows": self.prep.get("task_rows") if hasattr(self, "prep") else None,
+            "baseline_rows": self.prep.get("baseline_rows") if hasattr(self, "prep") else None,
+            "seeded_with": self.prep.get("seeded_with") if hasattr(self, "prep") else None,
+            "worker_flags": " ".join(WORKER_FLAGS[1:]),
+            "gunicorn": "deploy/gunicorn.conf.py (gthread; WEB_CONCURRENCY and GUNICORN_THREADS at their defaults)",
+        }
+
+
+# --- Markdown ------------------------------------------------------------------------------
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:,.1f} ms"
+    return f"{value:,.0f} {unit}"
+
+
+X = "\N{MULTIPLICATION SIGN}"
+DASH = "\N{EN DASH}"
+
+
+def markdown(results: dict) -> str:
+    meta = results["meta"]
+    lines = [
+        f"Measured {meta['date']} at {meta['commit']} on {meta['machine']}; profile `{meta['profile']}`, "
+        f"{meta['rounds']} alternating rounds per pair, {meta['elapsed_s']:.0f} s in all. "
+        f"Ratio: median of the per-round ratios (min{DASH}max across rounds).",
+        "",
+        "| # | TaskFlow | baseline (same run) | TaskFlow median | baseline median "
+        f"| ratio (min{DASH}max) | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        if row.get("skipped"):
+            lines.append(f"| {row['id']} | skipped: {row['skipped']} | | | | | | |")
+            continue
+        if row["id"].startswith("6"):
+            lines.append(
+                f"| {row['id']} | {row['taskflow']} | — | median {fmt(row['median'], 'ms')}, "
+                f"p95 {fmt(row['p95'], 'ms')} | — | — | report | — |"
+            )
+            continue
+        if row["id"] == "7":
+            lines.append(
+                f"| 7 | {row['taskflow']}: gunicorn worker / Celery pool child | bare Celery pool child "
+                f"| {row['gunicorn_worker_mb']} MB / {row['celery_pool_child_mb']} MB "
+                f"| {row['bare_celery_pool_child_mb']} MB | — | < 150 MB each | {'yes' if row['met'] else 'no'} |"
+            )
+            continue
+        speedup = row["unit"] == "ms"
+        ratio = f"{row['ratio_median']:.2f}{X} ({row['ratio_min']:.2f}{DASH}{row['ratio_max']:.2f})"
+        target = f"≥ {row['target']:g}{X} {'faster' if speedup else 'baseline'}"
+        tf, base = fmt(row["taskflow_median"], row["unit"]), fmt(row["baseline_median"], row["unit"])
+        if "p99_ms_taskflow_median" in row:
+            tf += f", p99 {row['p99_ms_taskflow_median']:,.0f} ms"
+            base += f", p99 {row['p99_ms_baseline_median']:,.0f} ms"
+            ratio += f"; p99 {row['p99_ratio_median']:.2f}{X}"
+            if row.get("p99_target"):
+                target += f", p99 ≤ {row['p99_target']:g}{X}"
+        lines.append(
+            f"| {row['id']} | {row['taskflow']} | {row['baseline']} | {tf} | {base} | {ratio} | {target} "
+            f"| {'yes' if row['met'] else '**no**'} |"
+        )
+    limits = results["limits"]
+    if limits.get("pg_insert_update_per_s"):
+        fractions = limits.get("fractions", {})
+        lines += [
+            "",
+            "Physical limits in the same run: Redis "
+            f"{limits.get('redis_lpush_per_s', 0):,.0f} LPUSH/s and {limits.get('redis_rpop_per_s', 0):,.0f} RPOP/s "
+            "(`redis-benchmark`, 16 clients); PostgreSQL "
+            f"{limits['pg_insert_update_per_s']:,.0f} single-row INSERT+UPDATE transactions/s (`pgbench`, 4 clients).",
+        ]
+        described = {
+            "end_to_end_vs_pg_insert_update": "end-to-end tasks/s vs PostgreSQL INSERT+UPDATE/s",
+            "end_to_end_vs_redis_lpush_rpop": "end-to-end tasks/s vs Redis LPUSH/RPOP/s",
+            "bulk_submission_vs_pg_insert_update": "bulk submissions/s vs PostgreSQL INSERT+UPDATE/s",
+            "bulk_submission_vs_redis_lpush": "bulk submissions/s vs Redis LPUSH/s",
+            "post_vs_pg_insert_update": "`POST /api/tasks/` req/s vs PostgreSQL INSERT+UPDATE/s",
+        }
+        parts = [f"{text} {fractions[key]:.1%}" for key, text in described.items() if key in fractions]
+        if parts:
+            lines.append("TaskFlow reaches: " + "; ".join(parts) + ".")
+    for note in results.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="profile", const="quick", help="fewer, shorter rounds")
+    size.add_argument("--full", action="store_const", dest="profile", const="full", help="more, longer rounds")
+    size.add_argument(
+        "--smoke", action="store_const", dest="profile", const="smoke", help="tiny sizes, for CI (no timing value)"
+    )
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8791)))
+    parser.add_argument("--rows", type=int, help="rows in the task and baseline tables (default by profile)")
+    parser.add_argument("--rounds", type=int, help="rounds per pair (default by profile)")
+    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 limits")
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--time-limit", type=float, default=1800, help="give up after this many seconds")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (path printed)")
+    args = parser.parse_args(argv)
+    # This process publishes the bare Celery tasks: it must not load Django through Celery's
+    # Django fixup (the services it starts get their own environment, see Bench.env).
+    os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+
+    # Stopped from outside (SIGTERM, or SIGINT in a background job): still stop the services
+    # and clean up, through run()'s `finally`.
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for url in (args.database_url, args.redis_url):
+        if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            parser.error(f"the bench only runs against this machine (127.0.0.1): {url}")
+    missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if shutil.which(tool) is None]
+    if missing:
+        parser.error(f"missing {', '.join(missing)}: apt-get install -y wrk redis-tools postgresql-client")
+    name = args.profile or "standard"
+    profile = PROFILES[name]
+    if args.rounds:
+        profile = Profile(**{**profile.__dict__, "rounds": args.rounds})
+    results = Bench(args, profile, name).run()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.output_dir / "latest.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

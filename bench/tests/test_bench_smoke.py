@@ -1,0 +1,86 @@
+"""The benchmark harness runs end to end at tiny sizes (correctness only: no timing is asserted)."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from bench import readme
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+PAIR_ROWS = {"1", "2", "3 (4 conn.)", "4", "5 (unfiltered)", "5 (status=failed)"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def bench_database_url():
+    """A database of its own beside the test database: the harness creates and migrates it."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].split(".")[-1] != "postgresql" or not settings.REDIS_URL:
+        pytest.skip("the bench runs on the real stack: PostgreSQL and Redis")
+    name = f"{db['NAME']}_bench_smoke"
+    server = f"postgres://{quote(db['USER'] or 'postgres')}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.bench_smoke
+def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_database_url, tmp_path):
+    missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (.ci/apt-packages.txt)")
+    run = [
+        sys.executable, "-m", "bench.run", "--smoke", "--database-url", bench_database_url,
+        "--redis-url", settings.REDIS_URL, "--port", str(free_port()), "--output-dir", str(tmp_path),
+        "--time-limit", "150",
+    ]  # fmt: skip
+    done = subprocess.run(run, cwd=BASE_DIR, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    rows = {row["id"]: row for row in results["rows"]}
+    assert set(rows) >= PAIR_ROWS
+    for row_id in PAIR_ROWS:
+        row = rows[row_id]
+        assert row["taskflow_median"] > 0 and row["baseline_median"] > 0, row
+        assert len(row["ratio_samples"]) == results["meta"]["rounds"]
+        assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
+        assert isinstance(row["met"], bool)
+    assert rows["3 (4 conn.)"]["p99_ms_taskflow_median"] > 0
+    assert rows["7"]["gunicorn_worker_mb"] > 0 and rows["7"]["celery_pool_child_mb"] > 0
+    assert {"6 (cold)", "6 (warm)"} <= set(rows) or rows["6"]["skipped"]
+    limits = results["limits"]
+    assert limits["redis_lpush_per_s"] > 0 and limits["redis_rpop_per_s"] > 0 and limits["pg_insert_update_per_s"] > 0
+    assert limits["fractions"]["end_to_end_vs_pg_insert_update"] > 0
+
+    table = (tmp_path / "latest.md").read_text()
+    assert "| # | TaskFlow | baseline (same run) |" in table
+    assert table.count("\n| ") >= len(PAIR_ROWS) + 3
+
+
+def test_the_readme_performance_section_is_the_latest_bench_table():
+    current = readme.README.read_text()
+    assert readme.render(current, readme.LATEST.read_text()) == current, "run: python -m bench.readme"
+
+
+def test_the_readme_block_is_replaced_between_the_markers_only():
+    text = f"intro\n{readme.START}\nold table\n{readme.END}\noutro\n"
+    rendered = readme.render(text, "| new |\n")
+    assert rendered.startswith(f"intro\n{readme.START}\n")
+    assert "| new |" in rendered and "old table" not in rendered
+    assert rendered.endswith(f"{readme.END}\noutro\n")
+    with pytest.raises(ValueError):
+        readme.render("no markers", "| new |")
