@@ -2,7 +2,7 @@
 
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.admin_pages --rounds 5 --requests 5
 
-Follows bench/admin_bench.py (the admin engineer's stand-alone script): each page goes
+Each page goes
 through Django's whole request handling (middleware, admin, templates) with DEBUG off,
 in-process, as a logged-in superuser, so the figure is server time without the network.
 The stock admin is a plain `admin.ModelAdmin` on a proxy of the same table (bench/urls.py).

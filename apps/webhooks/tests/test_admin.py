@@ -11,7 +11,12 @@ pytestmark = pytest.mark.django_db
 def delivery(owner, allow_local_webhooks, receiver):
     endpoint = services.endpoint_create(owner=owner, url=receiver.url, events=["task.succeeded"])
     delivery = WebhookDelivery.objects.create(
-        owner=owner, endpoint=endpoint, url=endpoint.url, event="task.succeeded", body={}, next_attempt_at=timezone.now()
+        owner=owner,
+        endpoint=endpoint,
+        url=endpoint.url,
+        event="task.succeeded",
+        body={},
+        next_attempt_at=timezone.now(),
     )
     WebhookAttempt.objects.create(delivery=delivery, number=1, status_code=500, error="HTTP 500")
     return delivery
