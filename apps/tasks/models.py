@@ -212,7 +212,9 @@ class TaskEvent(models.Model):
     attempt = models.PositiveIntegerField(default=0)
 
     class Meta:
-        ordering = ["created_at", "id"]
+        # Insertion order: a transition stamps its event before it waits for the row lock,
+        # so created_at can trail a later event by milliseconds; ids follow the commits.
+        ordering = ["id"]
         indexes = [models.Index(fields=["task", "created_at"], name="taskevent_task_created")]
 
     def __str__(self):

