@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from apps.core.testing import Beat, Worker
+from apps.core.testing import Beat, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -116,31 +116,15 @@ def celery_worker(worker_env):
 @pytest.fixture
 def start_worker(worker_env):
     """Start extra workers inside one test (for tests that kill them)."""
-    started = []
-
-    def start(**kwargs):
-        worker = Worker(worker_env, **kwargs).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    with process_starter(lambda **kwargs: Worker(worker_env, **kwargs)) as start:
+        yield start
 
 
 @pytest.fixture
 def start_beat(worker_env):
     """Start real `celery beat` processes inside one test."""
-    started = []
-
-    def start(name="beat"):
-        beat = Beat(worker_env, name=name).start()
-        started.append(beat)
-        return beat
-
-    yield start
-    for beat in started:
-        beat.stop()
+    with process_starter(lambda name="beat": Beat(worker_env, name=name)) as start:
+        yield start
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -243,3 +244,20 @@ def uvicorn_command(*, workers: int = 1) -> list[str]:
         str(workers),
         "--no-access-log",
     ]
+
+
+@contextmanager
+def process_starter(make):
+    """`start(...)` builds a process with `make(...)`, starts it, and every one is stopped at the end."""
+    started = []
+
+    def start(*args, **kwargs):
+        process = make(*args, **kwargs).start()
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in reversed(started):
+            process.stop()

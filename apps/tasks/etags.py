@@ -18,10 +18,9 @@ REPRESENTATION_VERSION = "1"
 def task_etag(*, user, task_id) -> str | None:
     """A weak ETag for the detail of a task `user` may see, or None (the view then answers 404).
 
-    updated_at alone is not enough: sweeps that move many tasks at once (the dispatcher, the
-    reaper) use bulk_update, which leaves auto_now columns alone. Everything such a sweep
-    changes moves status, attempts, queued_at, run_at or finished_at, so those are part of the
-    tag, and so are the file links (an output file is linked while the task runs).
+    The sweeps (dispatcher, reaper) stamp updated_at themselves; status, attempts, queued_at,
+    run_at and finished_at stay in the tag as a second guard, and so do the file links (an
+    output file is linked while the task runs without touching the task row).
     """
     try:
         uuid.UUID(str(task_id))

@@ -513,8 +513,8 @@ def dispatch_due_tasks(*, now: datetime, only: list | None = None) -> int:
             if task.status == TaskStatus.PENDING:
                 events.append(_event(task, TaskStatus.PENDING, TaskStatus.QUEUED, message="Due: queued"))
                 task.status = TaskStatus.QUEUED
-            task.queued_at = now
-        Task.objects.bulk_update(tasks, ["status", "queued_at"])
+            task.queued_at = task.updated_at = now
+        Task.objects.bulk_update(tasks, ["status", "queued_at", "updated_at"])
         TaskEvent.objects.bulk_create(events)
         if tasks:
             transaction.on_commit(lambda: dispatch.publish(tasks))
@@ -537,10 +537,21 @@ def _reap_expired_leases(now: datetime) -> int:
             to_status, fields = _failure_fields(task, error=error, traceback="", permanent=False, now=now)
             for name, value in fields.items():
                 setattr(task, name, value)
-            task.status, task.lease_expires_at = to_status, None
+            task.status, task.lease_expires_at, task.updated_at = to_status, None, now
             events.append(_event(task, TaskStatus.RUNNING, to_status, message=error))
         Task.objects.bulk_update(
-            lost, ["status", "lease_expires_at", "error", "traceback", "run_at", "queued_at", "run_id", "finished_at"]
+            lost,
+            [
+                "status",
+                "lease_expires_at",
+                "error",
+                "traceback",
+                "run_at",
+                "queued_at",
+                "run_id",
+                "finished_at",
+                "updated_at",
+            ],
         )
         TaskEvent.objects.bulk_create(events)
         transaction.on_commit(lambda: metrics.runs_lost(lost))
@@ -579,8 +590,8 @@ def _redispatch_lost_wakeups(now: datetime) -> int:
             if not tasks:
                 continue
             for task in tasks:
-                task.queued_at = now
-            Task.objects.bulk_update(tasks, ["queued_at"])
+                task.queued_at = task.updated_at = now
+            Task.objects.bulk_update(tasks, ["queued_at", "updated_at"])
             transaction.on_commit(lambda tasks=tasks: dispatch.publish(tasks))
             republished += len(tasks)
             logger.warning("re-dispatching %d task(s) of queue %s (broker depth %s)", len(tasks), queue, depth)

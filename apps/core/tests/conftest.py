@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from apps.core.testing import WebServer
+from apps.core.testing import WebServer, process_starter
 
 
 @pytest.fixture
@@ -22,16 +22,8 @@ def web_env(worker_env, tmp_path):
 @pytest.fixture
 def start_web():
     """Start real web servers (gunicorn, uvicorn) inside one test; stopped after it."""
-    started = []
-
-    def start(env: dict, command: list[str], name: str = "web"):
-        server = WebServer(env, command, name=name).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    with process_starter(lambda env, command, name="web": WebServer(env, command, name=name)) as start:
+        yield start
 
 
 @pytest.fixture
