@@ -222,7 +222,7 @@ def s3_storage(s3_server, settings):
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
-            "BACKEND": "apps.files.storage.ObjectStorage",
+            "BACKEND": "apps.files.s3.ObjectStorage",
             "OPTIONS": {
                 "bucket_name": bucket.name,
                 "endpoint_url": s3_server,

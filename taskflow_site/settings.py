@@ -6,6 +6,7 @@ all under `var/`. Setting DATABASE_URL, REDIS_URL and the S3 variables switches 
 real stack. Bad values fail loudly at start-up (ImproperlyConfigured), never later.
 """
 
+import logging
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -144,6 +145,14 @@ else:
     # Keep connections between requests and tasks; check them before reuse.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The task transitions of the hot path (submit, claim, finish) are prepared once per
+# connection and then only executed, not planned again. Turn off behind a connection pooler
+# in transaction mode that does not keep prepared statements (PgBouncer before 1.21).
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg prepares nothing while this is None (Django's default); with a threshold no
+    # statement reaches, only those executed with prepare=True are (apps/tasks/services.py).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 # Query counts, durations and errors for Prometheus: django-prometheus' thin subclasses of
 # Django's own PostgreSQL and SQLite backends (same vendor, features and options).
 DATABASES["default"]["ENGINE"] = {
@@ -182,7 +191,7 @@ if DEBUG:
 if AWS_STORAGE_BUCKET_NAME:
     default_storage = {
         # S3Storage that keeps objects' bytes as uploaded (no Content-Encoding guessed from names).
-        "BACKEND": "apps.files.storage.ObjectStorage",
+        "BACKEND": "apps.files.s3.ObjectStorage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
             "endpoint_url": AWS_S3_ENDPOINT_URL,
@@ -410,6 +419,13 @@ DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 # Publishing a Celery task copies the bound context (request_id, user_id) into its headers.
 DJANGO_STRUCTLOG_CELERY_ENABLED = True
+# One line per task run at INFO, the executor's `task_run_finished` with TaskFlow's status
+# (Celery's "task_succeeded" would also say so of a run that failed the task: the executor
+# records failures itself). A run's start and each wake-up published are in the task's
+# history; LOG_LEVEL=debug logs them too ("task_started", "task_enqueued": a bulk submission
+# would otherwise write a line per task).
+DJANGO_STRUCTLOG_CELERY_TASK_START_LOG_LEVEL = logging.DEBUG
+DJANGO_STRUCTLOG_CELERY_TASK_SUCCESS_LOG_LEVEL = logging.DEBUG
 
 # --- Metrics (Prometheus) -----------------------------------------------------------------
 # Web: /metrics on the web port. Worker: its own endpoint on this port (0: none).

@@ -38,6 +38,10 @@ def configure_structlog() -> None:
     )
 
 
+def _at_least_warning(level: str) -> str:
+    return level if level in ("WARNING", "ERROR") else ("DEBUG" if level == "DEBUG" else "WARNING")
+
+
 def logging_config(*, log_format: str, level: str) -> dict:
     """The LOGGING dict: one handler on stderr whose formatter renders JSON or console lines."""
     if log_format == "json":
@@ -62,5 +66,10 @@ def logging_config(*, log_format: str, level: str) -> dict:
         "loggers": {
             "django.db.backends": {"level": "WARNING"},
             "celery": {"level": level},
+            # One line per task run at INFO: django-structlog's task_succeeded (or failed), with
+            # the task's id, kind, attempt, duration and the submitting request's id. Celery's
+            # own "received" and "succeeded in" lines repeat it; they come back with debug.
+            "celery.worker.strategy": {"level": _at_least_warning(level)},
+            "celery.app.trace": {"level": _at_least_warning(level)},
         },
     }

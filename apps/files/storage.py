@@ -9,21 +9,33 @@ import contextlib
 import functools
 import io
 import os
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import boto3
-import botocore.exceptions
-from botocore.config import Config
 from django.conf import settings
 from django.core.files.storage import Storage
 from django.utils.http import content_disposition_header
-from storages.backends.s3 import S3Storage
+
+# boto3, botocore and django-storages' S3 backend are imported only where S3 is in use
+# (apps/files/s3.py, and the functions below once they are handed an S3 storage): about
+# 26 MB per process that a web or worker process without files never needs.
 
 READ_CHUNK_BYTES = 1024 * 1024
 
-# Raised by boto3 when the object store cannot be reached; the API answers 503.
-STORAGE_UNAVAILABLE_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Whether boto3 raised this because the object store cannot be reached (the API answers 503)."""
+    botocore_exceptions = sys.modules.get("botocore.exceptions")
+    return botocore_exceptions is not None and isinstance(
+        exc, botocore_exceptions.ConnectionError | botocore_exceptions.HTTPClientError
+    )
+
+
+def _client_error():
+    import botocore.exceptions
+
+    return botocore.exceptions.ClientError
 
 
 @dataclass(frozen=True)
@@ -32,27 +44,17 @@ class ObjectStat:
     content_type: str | None  # None where the storage keeps no content type (local files)
 
 
-class ObjectStorage(S3Storage):
-    """django-storages' S3Storage, minus its guess of a Content-Encoding from the name.
-
-    S3Storage stores `report.csv.gz` with `Content-Encoding: gzip`, so HTTP clients unpack
-    it on download and save different bytes than were uploaded. TaskFlow stores bytes as
-    given, with the content type the client declared.
-    """
-
-    def _get_write_parameters(self, name, content=None):
-        params = super()._get_write_parameters(name, content)
-        if "ContentEncoding" not in self.get_object_parameters(name):
-            params.pop("ContentEncoding", None)
-        return params
-
-
 def is_s3(storage: Storage) -> bool:
-    return isinstance(storage, S3Storage)
+    # A storage can only be an S3Storage once that module was imported.
+    s3 = sys.modules.get("storages.backends.s3")
+    return s3 is not None and isinstance(storage, s3.S3Storage)
 
 
 @functools.lru_cache(maxsize=8)
 def _public_client(endpoint_url, access_key, secret_key, region_name, addressing_style, signature_version):
+    import boto3
+    from botocore.config import Config
+
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url,
@@ -63,7 +65,7 @@ def _public_client(endpoint_url, access_key, secret_key, region_name, addressing
     )
 
 
-def _signing_client(storage: S3Storage):
+def _signing_client(storage):
     """The client that signs URLs handed to API clients.
 
     They may reach the store under another name than TaskFlow does (MinIO is `minio:9000`
@@ -82,7 +84,7 @@ def _signing_client(storage: S3Storage):
     )
 
 
-def presigned_post(storage: S3Storage, *, key: str, content_type: str, size: int, expires_in: int) -> dict:
+def presigned_post(storage, *, key: str, content_type: str, size: int, expires_in: int) -> dict:
     """A browser-style POST upload whose policy admits exactly this key, type and size."""
     post = _signing_client(storage).generate_presigned_post(
         Bucket=storage.bucket_name,
@@ -94,7 +96,7 @@ def presigned_post(storage: S3Storage, *, key: str, content_type: str, size: int
     return {"url": post["url"], "fields": post["fields"]}
 
 
-def presigned_download_url(storage: S3Storage, *, key: str, filename: str, content_type: str) -> str:
+def presigned_download_url(storage, *, key: str, filename: str, content_type: str) -> str:
     """A short-lived GET that makes browsers save the object instead of rendering it."""
     return _signing_client(storage).generate_presigned_url(
         "get_object",
@@ -113,7 +115,7 @@ def stat_object(storage: Storage, key: str) -> ObjectStat | None:
     if is_s3(storage):
         try:
             head = storage.connection.meta.client.head_object(Bucket=storage.bucket_name, Key=key)
-        except botocore.exceptions.ClientError as exc:
+        except _client_error() as exc:
             if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
                 return None
             raise
@@ -129,7 +131,7 @@ def open_object(storage: Storage, key: str) -> BinaryIO:
         return storage.open(key, "rb")
     try:
         response = storage.connection.meta.client.get_object(Bucket=storage.bucket_name, Key=key)
-    except botocore.exceptions.ClientError as exc:
+    except _client_error() as exc:
         if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
             raise FileNotFoundError(f"No object {key!r} in bucket {storage.bucket_name!r}") from None
         raise
@@ -153,7 +155,7 @@ def ensure_bucket(storage: Storage) -> bool | None:
     try:
         client.head_bucket(Bucket=storage.bucket_name)
         return False
-    except botocore.exceptions.ClientError as exc:
+    except _client_error() as exc:
         if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 404:
             raise
     options = {}

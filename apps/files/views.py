@@ -81,7 +81,7 @@ class StoredFileViewSet(
         request.upload_handlers.insert(0, UploadSizeLimitHandler(request, settings.FILES_MAX_UPLOAD_BYTES))
 
     def handle_exception(self, exc):
-        if isinstance(exc, object_store.STORAGE_UNAVAILABLE_ERRORS):
+        if object_store.storage_unavailable(exc):
             exc = ServiceUnavailable("The file store is unavailable; try again shortly.")
         return super().handle_exception(exc)
 

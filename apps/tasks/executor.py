@@ -12,7 +12,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import close_old_connections, connection
 from django.db.utils import InterfaceError, OperationalError
-from django.utils.functional import cached_property
+from django.utils.functional import SimpleLazyObject, cached_property
 from rest_framework import serializers
 
 from . import services
@@ -20,6 +20,7 @@ from .models import Task, TaskFile, TaskFileRole
 from .registry import PermanentError, get_kind
 
 logger = logging.getLogger(__name__)
+run_log = structlog.get_logger(__name__)
 
 PROGRESS_MIN_INTERVAL = 0.5  # seconds between two progress writes of one run
 CANCEL_CHECK_INTERVAL = 0.5  # seconds between two cancel-flag reads of one run
@@ -151,40 +152,55 @@ def _claim(task_id, worker: str) -> Task | None:
 
 
 def execute(task_id, *, worker: str) -> str | None:
-    """Run one task if this worker can claim it. Returns the final status of this run."""
+    """Run one task if this worker can claim it. Returns the final status of this run.
+
+    Logs one line per run, its outcome: `task_run_finished` with the status the run left the
+    task in (None if it had been taken from this run), the run's duration and, for a failure
+    or a retry, the first line of the error."""
     task = _claim(task_id, worker)
     if task is None:
         logger.info("task %s not claimable; dropping the message", task_id)
         return None
     structlog.contextvars.bind_contextvars(task_kind=task.kind, attempt=task.attempts)  # on every log line of the run
+    started = time.monotonic()
+    status, error = _run(task)
+    outcome = {"status": status, "duration_ms": round((time.monotonic() - started) * 1000)}
+    if error:
+        outcome["error"] = error.split("\n", 1)[0][:300]
+    (run_log.info if status in ("succeeded", "cancelled") else run_log.warning)("task_run_finished", **outcome)
+    return status
+
+
+def _run(task: Task) -> tuple[str | None, str]:
+    """The kind's run and its recording: (the status it left, the error if it failed)."""
     kind = get_kind(task.kind)
     if kind is None:
-        return services.task_fail(task=task, error=f"UnknownKind: {task.kind!r} is not registered", permanent=True)
+        error = f"UnknownKind: {task.kind!r} is not registered"
+        return services.task_fail(task=task, error=error, permanent=True), error
 
     lease_keeper.add(task)
     try:
         try:
-            payload = kind.load_payload(task.payload, owner=task.owner)
+            # The owner is read only if the payload needs it (file fields check ownership).
+            payload = kind.load_payload(task.payload, owner=SimpleLazyObject(lambda: task.owner))
             result = kind.func(TaskContext(task), payload)
         finally:
             lease_keeper.remove(task)
     except TaskCancelled:
-        services.task_mark_cancelled(task=task)
-        return "cancelled"
+        return ("cancelled" if services.task_mark_cancelled(task=task) else None), ""
     except serializers.ValidationError as exc:
-        return services.task_fail(task=task, error=f"InvalidPayload: {exc.detail}", permanent=True)
+        error = f"InvalidPayload: {exc.detail}"
+        return services.task_fail(task=task, error=error, permanent=True), error
     except SoftTimeLimitExceeded:
-        return services.task_fail(
-            task=task,
-            error=f"TimeLimitExceeded: the run took longer than its timeout of {task.timeout}s",
-            traceback=traceback_module.format_exc(),
-        )
+        error = f"TimeLimitExceeded: the run took longer than its timeout of {task.timeout}s"
+        return services.task_fail(task=task, error=error, traceback=traceback_module.format_exc()), error
     except Exception as exc:
-        return services.task_fail(
+        error = f"{type(exc).__name__}: {exc}"
+        status = services.task_fail(
             task=task,
-            error=f"{type(exc).__name__}: {exc}",
+            error=error,
             traceback=traceback_module.format_exc(),
             permanent=isinstance(exc, PermanentError),
         )
-    services.task_succeed(task=task, result=result)
-    return "succeeded"
+        return status, error
+    return ("succeeded" if services.task_succeed(task=task, result=result) else None), ""

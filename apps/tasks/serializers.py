@@ -2,6 +2,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from apps.core.serializers import CachedFieldsMixin
 from apps.webhooks.services import validate_url
 
 from . import cron
@@ -66,7 +67,7 @@ class TaskCancelSerializer(TaskActionSerializer):
     )
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class TaskSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     owner = serializers.EmailField(source="owner.email", read_only=True)
     url = serializers.SerializerMethodField()
     schedule = serializers.UUIDField(source="schedule_id", read_only=True, allow_null=True)
@@ -148,7 +149,7 @@ class TaskBulkResultSerializer(serializers.Serializer):
     tasks = TaskListSerializer(many=True)
 
 
-class TaskEventSerializer(serializers.ModelSerializer):
+class TaskEventSerializer(CachedFieldsMixin, serializers.ModelSerializer):
     actor = serializers.EmailField(source="actor.email", read_only=True, default=None)
 
     class Meta:

@@ -5,6 +5,7 @@ Worker side: task_claim, task_report_progress, task_succeed, task_fail (see exec
 Maintenance: dispatch_due_tasks, reap_stale_tasks, delete_old_tasks (see tasks.py).
 """
 
+import functools
 import json
 import logging
 import random
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
-from django.db.models.sql import InsertQuery, UpdateQuery
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -62,22 +63,74 @@ def _event(task: Task, from_status: str, to_status: str, *, actor=None, message:
     )
 
 
+# --- The statements of the hot path -------------------------------------------------------
+#
+# A submission, a claim and a finish are one statement each on PostgreSQL: the task row
+# and its event together, so atomic without a transaction, one round trip where BEGIN, the
+# statement, the INSERT and COMMIT took four. Their SQL is built once per process from the
+# models' metadata instead of by the ORM on every call: compiling a query cost a worker more
+# CPU than running it (profiled in bench/, see the README's "Performance").
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _fields(model, *, with_pk: bool = True) -> list:
+    return [field for field in model._meta.concrete_fields if with_pk or not field.primary_key]
+
+
+@functools.cache
+def _event_insert_sql() -> str:
+    """INSERT of one event for every row of the `touched` CTE, the event's values as params."""
+    fields = _fields(TaskEvent, with_pk=False)
+    columns = ", ".join(_qn(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {_qn(TaskEvent._meta.db_table)} ({columns}) SELECT {placeholders} FROM touched"
+
+
+def _event_params(event: TaskEvent) -> list:
+    return [
+        field.get_db_prep_save(field.pre_save(event, add=True), connection)
+        for field in _fields(TaskEvent, with_pk=False)
+    ]
+
+
+@functools.cache
+def _prepared_cursor_class():
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparedCursor(ServerBindingCursor):
+        def execute(self, query, params=None, *, prepare=True, binary=None):
+            return super().execute(query, params, prepare=prepare, binary=binary)
+
+    if connection.settings_dict["ENGINE"].startswith("django_prometheus."):
+        from django_prometheus.db.common import ExportingCursorWrapper
+
+        return ExportingCursorWrapper(PreparedCursor, connection.alias, connection.vendor)
+    return PreparedCursor
+
+
+def _hot_cursor():
+    """A cursor for the statements of the hot path. On PostgreSQL its parameters are bound on
+    the server and each statement is prepared on first use, so it is planned once per
+    connection (planning took about as long as running them). Wrapped as Django wraps its
+    own cursors: the statements count in the query log, the errors are Django's, and the
+    metrics see them."""
+    if not (_one_statement() and settings.DATABASE_PREPARED_STATEMENTS):
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = _prepared_cursor_class()(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
 def _with_event(cte_sql: str, cte_params: list, event: TaskEvent) -> bool:
-    """Run a data-modifying statement on one task row (`cte_sql`, ending in RETURNING 1)
-    and INSERT `event` only if it touched the row: one statement, so atomic without a
-    transaction, and one round trip where BEGIN, the statement, the INSERT and COMMIT took
-    four. On a busy database those round trips are most of a submission's and of a worker's
-    time per task. Returns whether the row was touched."""
-    fields = [field for field in TaskEvent._meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    event_params = [field.get_db_prep_save(field.pre_save(event, add=True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH touched AS ({cte_sql}) "
-            f"INSERT INTO {connection.ops.quote_name(TaskEvent._meta.db_table)} ({columns}) "
-            f"SELECT {', '.join(['%s'] * len(fields))} FROM touched",
-            [*cte_params, *event_params],
-        )
+    """Run a data-modifying statement on one task row (`cte_sql`, ending in RETURNING 1) and
+    INSERT `event` only if it touched the row. Returns whether it did."""
+    with _hot_cursor() as cursor:
+        cursor.execute(f"WITH touched AS ({cte_sql}) {_event_insert_sql()}", [*cte_params, *_event_params(event)])
         return cursor.rowcount == 1
 
 
@@ -86,33 +139,133 @@ def _one_statement() -> bool:
     return connection.vendor == "postgresql"
 
 
+@functools.cache
+def _task_insert_sql() -> str:
+    fields = _fields(Task)
+    columns = ", ".join(_qn(field.column) for field in fields)
+    return f"INSERT INTO {_qn(Task._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) RETURNING 1"
+
+
 def _insert_with_event(*, task: Task, event: TaskEvent) -> None:
-    """INSERT a new task and its first event in one statement (see _with_event)."""
+    """INSERT a new task and its first event in one statement."""
     if not _one_statement():
         with transaction.atomic():
             task.save(force_insert=True)
             event.save()
         return
-    query = InsertQuery(Task)
-    query.insert_values(Task._meta.local_concrete_fields, [task])
-    [(insert_sql, insert_params)] = query.get_compiler(connection=connection).as_sql()
-    _with_event(f"{insert_sql} RETURNING 1", list(insert_params), event)
+    params = [field.get_db_prep_save(field.pre_save(task, add=True), connection) for field in _fields(Task)]
+    _with_event(_task_insert_sql(), params, event)
     task._state.adding, task._state.db = False, connection.alias
+
+
+@functools.lru_cache(maxsize=64)
+def _task_update_sql(set_names: tuple[str, ...], where_names: tuple[tuple[str, bool], ...]) -> str:
+    """UPDATE of one task row by id, if the conditions hold; `where_names` pairs a field with
+    whether it must be NULL (else it must equal a parameter).
+
+    The row is found by its primary key alone and locked, and the conditions are checked on
+    what was locked: with the conditions on the row itself (status = 'running', say), the
+    planner may pick a partial index whose predicate they imply and walk every running or
+    queued task to find this one, once per transition (seen with a backlog of thousands)."""
+    meta = Task._meta
+    table, pk = _qn(meta.db_table), _qn(meta.pk.column)
+    columns = [_qn(meta.get_field(name).column) for name, _ in where_names]
+    assignments = ", ".join(f"{_qn(meta.get_field(name).column)} = %s" for name in set_names)
+    conditions = [f"t.{pk} = %s", f"prior.{pk} = t.{pk}"]
+    for column, (_, is_null) in zip(columns, where_names, strict=True):
+        conditions.append(f"prior.{column} IS NULL" if is_null else f"prior.{column} = %s")
+    return (
+        f"WITH prior AS (SELECT {', '.join([pk, *columns])} FROM {table} WHERE {pk} = %s FOR UPDATE) "
+        f"UPDATE {table} AS t SET {assignments} FROM prior WHERE {' AND '.join(conditions)} RETURNING 1"
+    )
 
 
 def _update_with_event(*, task_id, where: dict, values: dict, event: TaskEvent) -> bool:
     """UPDATE one task row where `where` holds and, only if it matched, INSERT `event`, in
-    one statement (see _with_event). A worker makes two transitions per run, claim and finish."""
+    one statement. A worker makes two transitions per run, claim and finish."""
     if not _one_statement():
         with transaction.atomic():
             touched = Task.objects.filter(pk=task_id, **where).update(**values)
             if touched:
                 event.save()
         return bool(touched)
-    update = Task.objects.filter(pk=task_id, **where).query.chain(UpdateQuery)
-    update.add_update_values(values)
-    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
-    return _with_event(f"{update_sql} RETURNING 1", list(update_params), event)
+    meta = Task._meta
+    sql = _task_update_sql(tuple(values), tuple((name, value is None) for name, value in where.items()))
+    pk = meta.pk.get_db_prep_value(task_id, connection)
+    params = [pk, *(meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()), pk]
+    params += [
+        meta.get_field(name).get_db_prep_value(value, connection) for name, value in where.items() if value is not None
+    ]
+    return _with_event(sql, params, event)
+
+
+@functools.cache
+def _claim_sql() -> str:
+    """Claim a due task in one statement: lock the row, move it to running if it is claimable
+    (the compare-and-set, on what was locked: see _task_update_sql), write the claim's event,
+    and return the claimed row."""
+    qn, meta = _qn, Task._meta
+
+    def column(name: str) -> str:
+        return qn(meta.get_field(name).column)
+
+    table, pk = qn(meta.db_table), qn(meta.pk.column)
+    event_table = qn(TaskEvent._meta.db_table)
+    returned = ", ".join(f"t.{qn(field.column)}" for field in _fields(Task))
+    event_fields = {
+        "task": f"c.{pk}",
+        "created_at": "%(now)s",
+        "from_status": "c.from_status",
+        "to_status": "%(running)s",
+        "actor": "NULL",
+        "message": f"'Attempt ' || c.{column('attempts')}",
+        "worker": "%(worker)s",
+        "attempt": f"c.{column('attempts')}",
+    }
+    if {field.name for field in _fields(TaskEvent, with_pk=False)} != set(event_fields):
+        raise ImproperlyConfigured("TaskEvent's fields changed: update the claim statement in services._claim_sql")
+    return f"""
+        WITH prior AS (
+            SELECT {pk}, {column("status")} AS from_status, {column("run_at")} AS run_at
+            FROM {table} WHERE {pk} = %(id)s FOR UPDATE
+        ), claimed AS (
+            UPDATE {table} AS t
+            SET {column("status")} = %(running)s, {column("attempts")} = t.{column("attempts")} + 1,
+                {column("run_id")} = %(run_id)s, {column("worker")} = %(worker)s, {column("started_at")} = %(now)s,
+                {column("lease_expires_at")} = %(lease)s, {column("progress")} = 0,
+                {column("progress_message")} = '', {column("updated_at")} = %(now)s
+            FROM prior
+            WHERE t.{pk} = %(id)s AND prior.{pk} = t.{pk} AND prior.from_status = ANY(%(claimable)s)
+                AND (prior.run_at IS NULL OR prior.run_at <= %(due)s)
+            RETURNING {returned}, prior.from_status
+        ), event AS (
+            INSERT INTO {event_table} ({", ".join(qn(TaskEvent._meta.get_field(name).column) for name in event_fields)})
+            SELECT {", ".join(event_fields.values())} FROM claimed AS c
+        )
+        SELECT * FROM claimed
+    """
+
+
+@functools.cache
+def _task_converters() -> tuple[list[str], list[tuple[int, list, object]]]:
+    """Attribute names of Task's columns, and the from-database converters of those that have any."""
+    fields = _fields(Task)
+    converters = []
+    for index, field in enumerate(fields):
+        expression = field.get_col(Task._meta.db_table)
+        found = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+        if found:
+            converters.append((index, found, expression))
+    return [field.attname for field in fields], converters
+
+
+def _task_from_row(row) -> Task:
+    names, converters = _task_converters()
+    values = list(row[: len(names)])
+    for index, found, expression in converters:
+        for convert in found:
+            values[index] = convert(values[index], expression, connection)
+    return Task.from_db(connection.alias, names, values)
 
 
 # --- Submission ---------------------------------------------------------------------------
@@ -340,16 +493,47 @@ def lease_expiry(now: datetime) -> datetime:
 
 
 def task_claim(*, task_id, worker: str) -> Task | None:
-    """Claim a due task for one run with a compare-and-set UPDATE; None if someone else has it."""
-    # order_by(): a primary-key lookup needs no Meta.ordering (-created_at, -id), whose
-    # compiling and planning cost a worker more than the lookup itself, once per task.
-    task = Task.objects.select_related("owner").filter(pk=task_id).order_by().first()
+    """Claim a due task for one run with a compare-and-set UPDATE; None if someone else has it.
+
+    The returned task's owner is not loaded: `task.owner` costs a query, `owner_id` none."""
+    now = timezone.now()
+    run_id = uuid.uuid4()
+    if _one_statement():
+        with _hot_cursor() as cursor:
+            cursor.execute(
+                _claim_sql(),
+                {
+                    "id": Task._meta.pk.get_db_prep_value(task_id, connection),
+                    "running": TaskStatus.RUNNING.value,
+                    "claimable": [status.value for status in CLAIMABLE_STATUSES],
+                    "run_id": run_id,
+                    "worker": worker,
+                    "now": now,
+                    "lease": lease_expiry(now),
+                    # A message may arrive a little early; later than that, the dispatcher
+                    # publishes it again when it is due.
+                    "due": now + timedelta(seconds=1),
+                },
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        task = _task_from_row(row)
+    else:
+        task = _claim_in_a_transaction(task_id, worker, run_id=run_id, now=now)
+        if task is None:
+            return None
+    metrics.task_started(task, now=now)
+    return task
+
+
+def _claim_in_a_transaction(task_id, worker: str, *, run_id, now) -> Task | None:
+    """task_claim where statements cannot modify data in a CTE (SQLite): read, then compare and set."""
+    task = Task.objects.filter(pk=task_id).order_by().first()
     if task is None or task.status not in CLAIMABLE_STATUSES:
         return None
-    now = timezone.now()
     if task.run_at and task.run_at > now + timedelta(seconds=1):
-        return None  # an early message; the dispatcher publishes again when due
-    run_id = uuid.uuid4()
+        return None
     from_status, attempt = task.status, task.attempts + 1
     event = TaskEvent(
         task=task,
@@ -359,27 +543,27 @@ def task_claim(*, task_id, worker: str) -> Task | None:
         message=f"Attempt {attempt}",
         attempt=attempt,
     )
+    values = {
+        "status": TaskStatus.RUNNING,
+        "attempts": attempt,
+        "run_id": run_id,
+        "worker": worker,
+        "started_at": now,
+        "lease_expires_at": lease_expiry(now),
+        "progress": 0,
+        "progress_message": "",
+        "updated_at": now,
+    }
     claimed = _update_with_event(
         task_id=task.pk,
         where={"status": task.status, "attempts": task.attempts, "run_id": task.run_id},
-        values={
-            "status": TaskStatus.RUNNING,
-            "attempts": attempt,
-            "run_id": run_id,
-            "worker": worker,
-            "started_at": now,
-            "lease_expires_at": lease_expiry(now),
-            "progress": 0,
-            "progress_message": "",
-            "updated_at": now,
-        },
+        values=values,
         event=event,
     )
     if not claimed:
         return None
-    task.status, task.attempts, task.run_id, task.worker = TaskStatus.RUNNING, attempt, run_id, worker
-    task.started_at = now
-    metrics.task_started(task, now=now)
+    for name, value in values.items():
+        setattr(task, name, value)
     return task
 
 

@@ -57,7 +57,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         # validating its form still cost a tenth of a list request: skip it then.
         filtering = not self.request.query_params.keys().isdisjoint(TaskFilter.base_filters)
         for backend in self.filter_backends:
-            if backend is not DjangoFilterBackend or filtering:
+            if filtering or not issubclass(backend, DjangoFilterBackend):
                 queryset = backend().filter_queryset(self.request, queryset, self)
         return queryset
 

@@ -81,18 +81,25 @@ def test_a_tasks_worker_log_lines_carry_its_id_kind_and_the_submitting_request_i
 
         def task_lines():
             lines = [line for line in json_lines(worker.read_log()) if line.get("task_id") == task_id]
-            return lines if any(line["event"] == "task_succeeded" for line in lines) else None
+            ended = [line for line in lines if line["event"] == "task_run_finished"]
+            return lines if len(ended) == 2 else None
 
         lines = wait_for(task_lines, timeout=10, message="the task's log lines")
     finally:
         worker.stop()
-    events = [line["event"] for line in lines]
-    # Both runs (the first attempt fails and publishes its retry, the second succeeds) carry
-    # the id of the request that submitted the task, even the retry published by the worker.
-    assert events.count("task_started") == 2
-    assert events.count("task_succeeded") == 2
-    assert "task_enqueued" in events
-    assert {line["attempt"] for line in lines if line["event"] == "task_succeeded"} == {1, 2}
+    # One line per run at INFO, its outcome as TaskFlow sees it: the first attempt failed and
+    # was retried, the second succeeded. Starts, publishes and Celery's own per-task lines
+    # (which would call both runs a success) need LOG_LEVEL=debug.
+    runs = [line for line in lines if line["event"] == "task_run_finished"]
+    assert [(run["attempt"], run["status"], run["level"]) for run in runs] == [
+        (1, "retrying", "warning"),
+        (2, "succeeded", "info"),
+    ]
+    assert runs[0]["error"] == "DemoFailure: demo failure (attempt 1 of 1 failing)" and "error" not in runs[1]
+    assert all(isinstance(run["duration_ms"], int) for run in runs)
+    events = {line["event"] for line in lines}
+    assert not events & {"task_started", "task_enqueued", "task_succeeded"}, events
+    assert not [line for line in lines if line["logger"] in ("celery.app.trace", "celery.worker.strategy")]
     for line in lines:
         assert line["request_id"] == "submit-7", line
         assert line["task_kind"] == "demo.fail", line
@@ -114,3 +121,13 @@ def test_console_lines_are_readable_and_carry_the_bound_context(capsys):
     assert "task abc claimed" in line
     assert "request_id=r-1" in line and "task_kind=demo.noop" in line
     assert "[apps.tasks.executor]" in line
+
+
+@pytest.mark.parametrize(
+    ("level", "celery_lines"), [("DEBUG", "DEBUG"), ("INFO", "WARNING"), ("WARNING", "WARNING"), ("ERROR", "ERROR")]
+)
+def test_celerys_per_task_lines_come_back_only_with_debug(level, celery_lines):
+    loggers = logging_config(log_format="json", level=level)["loggers"]
+    assert loggers["celery.app.trace"]["level"] == celery_lines
+    assert loggers["celery.worker.strategy"]["level"] == celery_lines
+    assert loggers["celery"]["level"] == level

@@ -1,5 +1,7 @@
 """The transitions on the hot path are one statement each, event included (apps/tasks/services.py)."""
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
@@ -25,14 +27,73 @@ def test_a_submission_writes_the_task_and_its_event_in_one_statement(owner, djan
     assert (event.from_status, event.to_status, event.actor, event.message) == ("", "queued", owner, "Submitted")
 
 
-def test_a_claim_is_a_read_and_one_statement_with_its_event(owner, django_assert_num_queries):
-    task = queued_task(owner)
-    with django_assert_num_queries(2):
-        claimed = services.task_claim(task_id=task.pk, worker="w1")
-    assert (claimed.status, claimed.attempts) == (TaskStatus.RUNNING, 1)
+def test_a_claim_is_one_statement_with_its_event(owner, django_assert_num_queries):
+    task = Task.objects.create(
+        owner=owner,
+        kind="demo.noop",
+        status=TaskStatus.RETRYING,
+        attempts=1,
+        payload={"echo": [1, "two"]},
+        result={"from": "the first attempt"},
+        queued_at=timezone.now(),
+    )
+    with django_assert_num_queries(1):
+        claimed = services.task_claim(task_id=str(task.pk), worker="w1")
+    assert (claimed.status, claimed.attempts, claimed.worker) == (TaskStatus.RUNNING, 2, "w1")
+    # The row comes back typed as the ORM would load it: JSON decoded, UUIDs and datetimes.
+    stored = Task.objects.get(pk=task.pk)
+    for field in Task._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(stored, field.attname), field.name
+    assert claimed.payload == {"echo": [1, "two"]} and claimed.run_id is not None
+    assert claimed.lease_expires_at > claimed.started_at
+    assert not claimed._state.adding
     event = TaskEvent.objects.get(task=task)
-    assert (event.from_status, event.to_status, event.worker, event.attempt) == ("queued", "running", "w1", 1)
-    assert event.message == "Attempt 1"
+    assert (event.from_status, event.to_status, event.worker, event.attempt) == ("retrying", "running", "w1", 2)
+    assert (event.message, event.actor, event.created_at) == ("Attempt 2", None, claimed.started_at)
+
+
+@pytest.mark.parametrize(
+    ("status", "run_at_offset"),
+    [(TaskStatus.RUNNING, None), (TaskStatus.SUCCEEDED, None), (TaskStatus.PENDING, None), (TaskStatus.QUEUED, 60)],
+)
+def test_a_task_that_is_not_claimable_or_not_due_is_left_alone(owner, status, run_at_offset):
+    run_at = timezone.now() + timedelta(seconds=run_at_offset) if run_at_offset else None
+    task = Task.objects.create(owner=owner, kind="demo.noop", status=status, run_at=run_at)
+    assert services.task_claim(task_id=task.pk, worker="w1") is None
+    assert Task.objects.get(pk=task.pk).status == status
+    assert not TaskEvent.objects.filter(task=task).exists()
+
+
+def test_a_claim_of_a_missing_task_is_none(db):
+    assert services.task_claim(task_id="00000000-0000-0000-0000-000000000000", worker="w1") is None
+
+
+def test_concurrent_claims_of_one_task_give_one_run(owner):
+    """Many threads, each with its own connection, claim the same task at once: one wins."""
+    import threading
+
+    from django.db import connection
+
+    task = queued_task(owner)
+    barrier = threading.Barrier(8)
+    outcomes = []
+
+    def claim(index):
+        try:
+            barrier.wait()
+            outcomes.append(services.task_claim(task_id=task.pk, worker=f"w{index}"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [claimed for claimed in outcomes if claimed is not None]
+    assert len(outcomes) == 8 and len(winners) == 1
+    assert Task.objects.get(pk=task.pk).worker == winners[0].worker
+    assert TaskEvent.objects.filter(task=task).count() == 1
 
 
 def test_a_lost_claim_writes_no_event(owner):
@@ -92,3 +153,37 @@ def test_without_data_modifying_statements_the_transitions_run_in_a_transaction(
         ("queued", "running"),
         ("running", "succeeded"),
     ]
+
+
+def prepared_statements() -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_the_claim_and_the_finish_are_prepared_once_per_connection(owner):
+    from django.db import connection
+
+    connection.close()  # a new connection: nothing prepared yet
+    for _ in range(3):
+        task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+        assert services.task_succeed(task=services.task_claim(task_id=task.pk, worker="w1"), result=None)
+    statements = prepared_statements()
+    # One each: the submission's INSERT, the claim and the finish, however many tasks ran.
+    assert len(statements) == 3, statements
+    assert sum("FOR UPDATE" in statement for statement in statements) == 2
+
+
+def test_without_prepared_statements_the_hot_path_works_the_same(owner, settings):
+    from django.db import connection
+
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    connection.close()
+    task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+    claimed = services.task_claim(task_id=task.pk, worker="w1")
+    assert claimed.status == TaskStatus.RUNNING
+    assert services.task_succeed(task=claimed, result=[1]) is True
+    assert Task.objects.get(pk=task.pk).result == [1]
+    assert prepared_statements() == []
