@@ -48,8 +48,10 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Task.objects.none()
         queryset = Task.objects.visible_to(self.request.user).select_related("owner")
         if self.action == "list":
-            # The list leaves these out (TaskListSerializer): neither read nor decode them.
-            queryset = queryset.defer(*TASK_LIST_OMITS)
+            # The list leaves out the bulky fields (TaskListSerializer) and shows only the
+            # owner's email: neither read nor decode the rest.
+            columns = [field.name for field in Task._meta.concrete_fields if field.name not in TASK_LIST_OMITS]
+            queryset = queryset.only(*columns, "owner__email")
         return queryset
 
     def filter_queryset(self, queryset):

@@ -178,6 +178,11 @@ def test_the_list_query_count_does_not_grow_with_the_page(owner_api, owner):
     with CaptureQueriesContext(connection) as large:
         assert len(owner_api.get(TASKS, {"page_size": 30}).json()["results"]) == 30
     assert len(large.captured_queries) == len(small.captured_queries)
+    # Neither the bulky fields the list leaves out nor the owner's other columns are read.
+    [page_query] = [q["sql"] for q in large.captured_queries if 'FROM "tasks_task"' in q["sql"]]
+    for column in ('"payload"', '"result"', '"traceback"', '"password"', '"full_name"'):
+        assert column not in page_query, column
+    assert '"accounts_user"."email"' in page_query
 
 
 @pytest.mark.parametrize(
