@@ -74,7 +74,8 @@ def _renderer(field):
 
 
 class CachedFieldsMixin:
-    """For serializers used for output only. Method fields (`get_<name>`) are called on the
+    """For serializers used for output only, whose fields are the same for every instance and
+    request (no get_fields() that depends on the context). Method fields (`get_<name>`) are called on the
     serializer at hand, so they may use its context; any other field that is not shareable
     (a nested serializer, a related field) makes the class use DRF's own path. The plainest
     fields are read with one getattr and converted as DRF would (_FAST)."""
