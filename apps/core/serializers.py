@@ -31,11 +31,15 @@ def _shareable(field) -> bool:
 
 def _iso_datetime(field):
     """DateTimeField.to_representation for its default ISO 8601 output of aware values."""
-    if getattr(field, "format", api_settings.DATETIME_FORMAT) != ISO_8601 or hasattr(field, "timezone"):
+    if (
+        not settings.USE_TZ
+        or getattr(field, "format", api_settings.DATETIME_FORMAT) != ISO_8601
+        or hasattr(field, "timezone")
+    ):
         return field.to_representation
 
     def render(value):
-        if value.tzinfo is None or not settings.USE_TZ:
+        if value.tzinfo is None:
             return field.to_representation(value)
         text = value.astimezone(timezone.get_current_timezone()).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text

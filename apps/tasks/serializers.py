@@ -12,6 +12,7 @@ from .services import TaskSpec
 
 # The bulky fields the task list leaves out (the detail has them).
 TASK_LIST_OMITS = ("payload", "result", "traceback", "description")
+TASK_LIST_COLUMNS = tuple(field.name for field in Task._meta.concrete_fields if field.name not in TASK_LIST_OMITS)
 _URL_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
 

@@ -20,7 +20,7 @@ from .payload_schema import serializer_schema
 from .registry import kinds_for
 from .schedule_services import ScheduleSpec
 from .serializers import (
-    TASK_LIST_OMITS,
+    TASK_LIST_COLUMNS,
     KindSerializer,
     ScheduleInputSerializer,
     SchedulePreviewSerializer,
@@ -50,8 +50,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if self.action == "list":
             # The list leaves out the bulky fields (TaskListSerializer) and shows only the
             # owner's email: neither read nor decode the rest.
-            columns = [field.name for field in Task._meta.concrete_fields if field.name not in TASK_LIST_OMITS]
-            queryset = queryset.only(*columns, "owner__email")
+            queryset = queryset.only(*TASK_LIST_COLUMNS, "owner__email")
         return queryset
 
     def filter_queryset(self, queryset):

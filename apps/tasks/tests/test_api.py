@@ -124,6 +124,19 @@ def test_bulk_submit_creates_every_task_in_one_go(owner_api, django_capture_on_c
     assert len(callbacks) == 1  # one publish batch for the whole request
 
 
+def test_a_list_without_filter_parameters_builds_no_filter_form(owner_api, owner, monkeypatch):
+    from apps.tasks.filters import TaskFilter
+
+    built = []
+    original = TaskFilter.__init__
+    monkeypatch.setattr(TaskFilter, "__init__", lambda self, *a, **kw: built.append(1) or original(self, *a, **kw))
+    make_task(owner)
+    assert len(owner_api.get(TASKS).json()["results"]) == 1
+    assert built == []
+    assert owner_api.get(TASKS, {"status": "failed"}).json()["results"] == []
+    assert built == [1]
+
+
 def test_bulk_submit_with_one_invalid_item_creates_nothing_and_names_the_item(owner_api):
     items = [{"kind": "demo.noop"}, {"kind": "demo.sleep", "payload": {"seconds": "soon"}}, {"kind": "nope"}]
     response = owner_api.post(f"{TASKS}bulk/", {"tasks": items}, format="json")

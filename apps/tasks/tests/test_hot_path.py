@@ -187,3 +187,28 @@ def test_without_prepared_statements_the_hot_path_works_the_same(owner, settings
     assert services.task_succeed(task=claimed, result=[1]) is True
     assert Task.objects.get(pk=task.pk).result == [1]
     assert prepared_statements() == []
+
+
+def test_a_bulk_publish_puts_every_wake_up_on_the_broker_in_batches(redis_client):
+    """More wake-ups than one pipeline holds (PUBLISH_BATCH): each task's arrives exactly once."""
+    import json
+    import uuid
+
+    from apps.tasks import dispatch
+
+    queue = f"batch-test-{uuid.uuid4().hex[:8]}"
+    count = dispatch.PUBLISH_BATCH * 2 + 7
+    tasks = [
+        Task(id=uuid.uuid4(), kind="demo.noop", queue=queue, priority=priority, timeout=60)
+        for priority in ("high", "normal", "low")
+        for _ in range(count // 3)
+    ]
+    try:
+        assert dispatch.publish(tasks) == len(tasks)
+        keys = [key for key in redis_client.keys(f"{queue}*") if redis_client.type(key) == b"list"]
+        messages = [json.loads(raw) for key in keys for raw in redis_client.lrange(key, 0, -1)]
+    finally:
+        redis_client.delete(*redis_client.keys(f"{queue}*") or [queue])
+    ids = sorted(message["headers"]["id"] for message in messages)
+    assert ids == sorted(str(task.id) for task in tasks)
+    assert len(keys) == 3  # one list per priority level, as single publishes make them
