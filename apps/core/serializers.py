@@ -132,3 +132,15 @@ class CachedFieldsMixin:
             else:
                 representation[name] = attribute if converter is None else converter(attribute)
         return representation
+
+
+class ReasonSerializer(serializers.Serializer):
+    """The body of a POST action on an object: why, for the audit trail of staff actions."""
+
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why: recorded in the audit trail when a staff member does it.",
+    )

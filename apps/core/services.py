@@ -1,8 +1,13 @@
 """Shared writes: the audit trail of staff actions."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from django.db import transaction
 
 from .models import AUDIT_MAX_IDS, AuditEntry
+
+T = TypeVar("T")
 
 
 def audit_record(
@@ -35,3 +40,24 @@ def audit_record(
         object_ids=ids,
         details=details or {},
     )
+
+
+def audited_write(*, user, obj, action: str, write: Callable[[], T], reason: str = "") -> T:
+    """Run `write` (a service call on `obj`); when a staff member makes it, audit it as the admin does.
+
+    Both in one transaction: the write and its audit row are kept together or not at all.
+    The row is written first, so a write that also changes something outside the database
+    (an object store) never happens without it. Owners who are not staff are not audited.
+    """
+    if not (user.is_authenticated and user.is_staff):
+        return write()
+    with transaction.atomic():
+        audit_record(
+            user=user,
+            action=action,
+            reason=reason,
+            object_type=obj._meta.label_lower,
+            object_ids=[obj.pk],
+            details={"via": "api", "owner": obj.owner_id},
+        )
+        return write()

@@ -7,9 +7,13 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from apps.core.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
+from apps.core.permissions import OwnerOrStaffWithPermission
+from apps.core.serializers import ReasonSerializer
+from apps.core.services import audited_write
 
 from . import services
 from . import storage as object_store
@@ -57,6 +61,8 @@ class StoredFileViewSet(
 
     serializer_class = StoredFileSerializer
     filterset_fields = ["state"]
+    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
+    staff_permissions = {"destroy": "files.delete_storedfile", "complete": "files.change_storedfile"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -112,11 +118,20 @@ class StoredFileViewSet(
         output = PresignOutputSerializer({"file": stored_file, "upload": upload}, context=self.get_serializer_context())
         return Response(output.data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: StoredFileSerializer})
+    @extend_schema(request=ReasonSerializer, responses={200: StoredFileSerializer})
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
         """Verify the uploaded object against what was declared and mark the file `ready`."""
-        stored_file = services.stored_file_complete(stored_file=self.get_object())
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        stored_file = self.get_object()
+        stored_file = audited_write(
+            user=request.user,
+            obj=stored_file,
+            action="file.complete",
+            reason=data.validated_data["reason"],
+            write=lambda: services.stored_file_complete(stored_file=stored_file),
+        )
         return Response(self.get_serializer(stored_file).data)
 
     @extend_schema(
@@ -155,4 +170,9 @@ class StoredFileViewSet(
         return response
 
     def perform_destroy(self, instance):
-        services.stored_file_delete(stored_file=instance)
+        audited_write(
+            user=self.request.user,
+            obj=instance,
+            action="file.delete",
+            write=lambda: services.stored_file_delete(stored_file=instance),
+        )

@@ -7,10 +7,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.caching import cached
+from apps.core.permissions import OwnerOrStaffWithPermission
+from apps.core.serializers import ReasonSerializer
+from apps.core.services import audited_write
 
 from . import schedule_services, services
 from .etags import task_detail_etag
@@ -42,6 +46,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
+    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
+    staff_permissions = {"retry": "tasks.retry_task", "cancel": "tasks.cancel_task"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -106,7 +112,14 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def retry(self, request, pk=None):
         data = TaskActionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        task = services.task_retry(task=self.get_object(), actor=request.user, **data.validated_data)
+        task = self.get_object()
+        task = audited_write(
+            user=request.user,
+            obj=task,
+            action="task.retry",
+            reason=data.validated_data["reason"],
+            write=lambda: services.task_retry(task=task, actor=request.user, **data.validated_data),
+        )
         return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
 
     @extend_schema(request=TaskCancelSerializer, responses=TaskSerializer)
@@ -116,7 +129,14 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         data.is_valid(raise_exception=True)
         if data.validated_data["hard"] and not request.user.has_perm("tasks.cancel_task"):
             raise PermissionDenied("Only operators can hard-revoke a running task.")
-        task = services.task_cancel(task=self.get_object(), actor=request.user, **data.validated_data)
+        task = self.get_object()
+        task = audited_write(
+            user=request.user,
+            obj=task,
+            action="task.hard_revoke" if data.validated_data["hard"] else "task.cancel",
+            reason=data.validated_data["reason"],
+            write=lambda: services.task_cancel(task=task, actor=request.user, **data.validated_data),
+        )
         return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
 
     @extend_schema(responses=TaskEventSerializer(many=True))
@@ -162,6 +182,13 @@ class ScheduleViewSet(viewsets.ModelViewSet):
 
     serializer_class = ScheduleSerializer
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
+    staff_permissions = {
+        "update": "tasks.change_schedule",
+        "partial_update": "tasks.change_schedule",
+        "destroy": "tasks.delete_schedule",
+        "run": "tasks.run_schedule",
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -187,7 +214,12 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     def update(self, request, pk=None, partial=False):
         schedule = self.get_object()
         spec = self._input(instance=schedule, partial=partial)
-        schedule = schedule_services.schedule_update(schedule=schedule, spec=spec)
+        schedule = audited_write(
+            user=request.user,
+            obj=schedule,
+            action="schedule.change",
+            write=lambda: schedule_services.schedule_update(schedule=schedule, spec=spec),
+        )
         return Response(ScheduleSerializer(schedule).data)
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
@@ -195,13 +227,27 @@ class ScheduleViewSet(viewsets.ModelViewSet):
         return self.update(request, pk=pk, partial=True)
 
     def perform_destroy(self, instance):
-        schedule_services.schedule_delete(schedule=instance)
+        audited_write(
+            user=self.request.user,
+            obj=instance,
+            action="schedule.delete",
+            write=lambda: schedule_services.schedule_delete(schedule=instance),
+        )
 
-    @extend_schema(request=None, responses={201: TaskSerializer})
+    @extend_schema(request=ReasonSerializer, responses={201: TaskSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
         """Run now: one task at once, linked to the schedule and marked as run now."""
-        task = schedule_services.schedule_run_now(schedule=self.get_object(), actor=request.user)
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        schedule = self.get_object()
+        task = audited_write(
+            user=request.user,
+            obj=schedule,
+            action="schedule.run_now",
+            reason=data.validated_data["reason"],
+            write=lambda: schedule_services.schedule_run_now(schedule=schedule, actor=request.user),
+        )
         data = TaskSerializer(task).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["url"]})
 

@@ -2,8 +2,13 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from apps.core.permissions import OwnerOrStaffWithPermission
+from apps.core.serializers import ReasonSerializer
+from apps.core.services import audited_write
 
 from . import services
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -25,6 +30,12 @@ class EndpointViewSet(viewsets.ModelViewSet):
 
     serializer_class = EndpointSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
+    staff_permissions = {
+        "partial_update": "webhooks.change_webhookendpoint",
+        "rotate_secret": "webhooks.change_webhookendpoint",
+        "destroy": "webhooks.delete_webhookendpoint",
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -43,16 +54,36 @@ class EndpointViewSet(viewsets.ModelViewSet):
     def partial_update(self, request, pk=None):
         data = EndpointInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        endpoint = services.endpoint_update(endpoint=self.get_object(), **data.validated_data)
+        endpoint = self.get_object()
+        endpoint = audited_write(
+            user=request.user,
+            obj=endpoint,
+            action="webhook.change",
+            write=lambda: services.endpoint_update(endpoint=endpoint, **data.validated_data),
+        )
         return Response(EndpointSerializer(endpoint).data)
 
     def perform_destroy(self, instance):
-        services.endpoint_delete(endpoint=instance)
+        audited_write(
+            user=self.request.user,
+            obj=instance,
+            action="webhook.delete",
+            write=lambda: services.endpoint_delete(endpoint=instance),
+        )
 
-    @extend_schema(request=None, responses=EndpointWithSecretSerializer)
+    @extend_schema(request=ReasonSerializer, responses=EndpointWithSecretSerializer)
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
-        endpoint = services.endpoint_rotate_secret(endpoint=self.get_object())
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = self.get_object()
+        endpoint = audited_write(
+            user=request.user,
+            obj=endpoint,
+            action="webhook.rotate_secret",
+            reason=data.validated_data["reason"],
+            write=lambda: services.endpoint_rotate_secret(endpoint=endpoint),
+        )
         return Response(EndpointWithSecretSerializer(endpoint).data)
 
     @extend_schema(responses=DeliverySerializer(many=True))
@@ -67,6 +98,9 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     """Every delivery of your endpoints and task callbacks, with each attempt."""
 
     serializer_class = DeliverySerializer
+    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
+    # The admin's redeliver action asks for "change" too.
+    staff_permissions = {"redeliver": "webhooks.change_webhookdelivery"}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -74,10 +108,19 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         queryset = _deliveries(WebhookDelivery.objects.all())
         return queryset if self.request.user.is_staff else queryset.filter(owner=self.request.user)
 
-    @extend_schema(request=None, responses={201: DeliverySerializer})
+    @extend_schema(request=ReasonSerializer, responses={201: DeliverySerializer})
     @action(detail=True, methods=["post"])
     def redeliver(self, request, pk=None):
-        copy = services.delivery_redeliver(delivery=self.get_object())
+        data = ReasonSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        delivery = self.get_object()
+        copy = audited_write(
+            user=request.user,
+            obj=delivery,
+            action="delivery.redeliver",
+            reason=data.validated_data["reason"],
+            write=lambda: services.delivery_redeliver(delivery=delivery),
+        )
         return Response(DeliverySerializer(copy).data, status=status.HTTP_201_CREATED)
 
 
