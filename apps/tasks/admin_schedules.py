@@ -134,13 +134,13 @@ class ScheduleAdmin(admin.ModelAdmin):
         audit_record(
             user=request.user,
             action="schedule.change" if change else "schedule.create",
-            object_type="schedule",
+            object_type="tasks.schedule",
             object_ids=[schedule.pk],
             details={"changed": form.changed_data},
         )
 
     def delete_model(self, request, obj):
-        audit_record(user=request.user, action="schedule.delete", object_type="schedule", object_ids=[obj.pk])
+        audit_record(user=request.user, action="schedule.delete", object_type="tasks.schedule", object_ids=[obj.pk])
         schedule_services.schedule_delete(schedule=obj)
 
     def delete_queryset(self, request, queryset):
@@ -160,7 +160,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             user=request.user,
             action="schedule.run_now",
             reason=self._reason(request),
-            object_type="schedule",
+            object_type="tasks.schedule",
             object_ids=queryset.values_list("pk", flat=True),
             details={"tasks": [str(task.pk) for task in tasks]},
         )
@@ -175,7 +175,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             user=request.user,
             action="schedule.pause",
             reason=reason,
-            object_type="schedule",
+            object_type="tasks.schedule",
             object_ids=queryset.values_list("pk", flat=True),
         )
         self.message_user(request, f"Paused {queryset.count()} schedule(s).", messages.SUCCESS)
@@ -188,7 +188,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             user=request.user,
             action="schedule.resume",
             reason=self._reason(request),
-            object_type="schedule",
+            object_type="tasks.schedule",
             object_ids=queryset.values_list("pk", flat=True),
         )
         self.message_user(request, f"Resumed {queryset.count()} schedule(s).", messages.SUCCESS)
