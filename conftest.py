@@ -271,3 +271,8 @@ def viewer(make_user):
     user = make_user("viewer@example.com", full_name="Vera Viewer", is_staff=True)
     user.groups.add(_role("Viewers"))
     return user
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root@example.com", full_name="Rita Root", is_staff=True, is_superuser=True)
