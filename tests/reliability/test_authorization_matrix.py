@@ -3,10 +3,13 @@
 The tests walk `get_resolver()`: an endpoint (or an HTTP method of one) without a row in
 the tables below fails `test_every_endpoint_has_a_row`, so nothing ships unreviewed.
 
-API roles: anonymous, the owner of the objects, another user, staff. Requests carry real
+API roles: anonymous, the owner of the objects, another user, a Viewer and an Operator
+(staff in the groups of accounts.0002/0003_roles) and a superuser. Requests carry real
 credentials (a JWT in Authorization), so the authentication classes are exercised too. The
-rule under test: another user's object is a 404 (never a 403 that confirms it exists), and
-another user's list holds none of the owner's objects.
+rules under test: another user's object is a 404 (never a 403 that confirms it exists), and
+another user's list holds none of the owner's objects; staff read everyone's objects, but a
+write on one they do not own needs the model permission the admin asks for (403 without it),
+and every such write lands in the audit trail; a refused request changes nothing.
 
 Admin roles: anonymous, a signed-in non-staff user, a Viewer and an Operator (the groups
 of accounts.0002_roles). Every admin page of every registered model and every bulk action.
@@ -20,13 +23,17 @@ import pytest
 from django.contrib import admin
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
+from django.forms.models import model_to_dict
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
+from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create
+from apps.core.models import AuditEntry
+from apps.files.models import StoredFile
 from apps.files.services import stored_file_create
-from apps.tasks.models import Task, TaskEvent, TaskStatus
+from apps.tasks.models import Schedule, Task, TaskEvent, TaskStatus
 from apps.tasks.schedule_services import ScheduleSpec, schedule_create
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -34,14 +41,15 @@ from . import report
 
 pytestmark = pytest.mark.django_db
 
-ROLES = ("anonymous", "owner", "other", "staff")
+ROLES = ("anonymous", "owner", "other", "viewer", "operator", "superuser")
+STAFF_ROLES = ("viewer", "operator", "superuser")
 ADMIN_ROLES = ("anonymous", "user", "viewer", "operator")
 
 # --- The API matrix ------------------------------------------------------------------------
 # url name → {method: (path, body, {role: status})}. Paths use the owner's objects:
 # {task} a failed task, {queued} a queued one, {file}, {schedule}, {endpoint}, {delivery}, {key}.
 ANON = 401
-ALL_OK = {"anonymous": 200, "owner": 200, "other": 200, "staff": 200}
+ALL_OK = dict.fromkeys(ROLES, 200)
 
 
 def signed_in(status, *, other=None, staff=None):
@@ -50,13 +58,19 @@ def signed_in(status, *, other=None, staff=None):
         "anonymous": ANON,
         "owner": status,
         "other": status if other is None else other,
-        "staff": status if staff is None else staff,
+        **dict.fromkeys(STAFF_ROLES, status if staff is None else staff),
     }
 
 
 def owners_object(status):
-    """The owner's object: another user gets 404, staff see it as the owner does."""
+    """Reading the owner's object: another user gets 404, staff see it as the owner does."""
     return signed_in(status, other=404)
+
+
+def owners_object_changed(status, *, operator=403):
+    """Changing the owner's object: staff need the model permission (a Viewer has none, an
+    Operator those of accounts.0002/0003_roles, a superuser all)."""
+    return owners_object(status) | {"viewer": 403, "operator": operator}
 
 
 TASK = {"kind": "demo.noop", "payload": {"echo": 1}}
@@ -97,9 +111,9 @@ API = {
     },
     "files:file-detail": {
         "GET": ("/api/files/{file}/", None, owners_object(200)),
-        "DELETE": ("/api/files/{file}/", None, owners_object(204)),
+        "DELETE": ("/api/files/{file}/", None, owners_object_changed(204)),
     },
-    "files:file-complete": {"POST": ("/api/files/{file}/complete/", None, owners_object(200))},
+    "files:file-complete": {"POST": ("/api/files/{file}/complete/", None, owners_object_changed(200))},
     "files:file-download": {"GET": ("/api/files/{file}/download/", None, owners_object(302))},
     "tasks:kinds": {"GET": ("/api/kinds/", None, signed_in(200))},
     "tasks:task-list": {
@@ -109,20 +123,20 @@ API = {
     "tasks:task-bulk": {"POST": ("/api/tasks/bulk/", {"tasks": [TASK]}, signed_in(201))},
     "tasks:task-detail": {"GET": ("/api/tasks/{task}/", None, owners_object(200))},
     "tasks:task-events": {"GET": ("/api/tasks/{task}/events/", None, owners_object(200))},
-    "tasks:task-retry": {"POST": ("/api/tasks/{task}/retry/", {}, owners_object(200))},
-    "tasks:task-cancel": {"POST": ("/api/tasks/{queued}/cancel/", {}, owners_object(200))},
+    "tasks:task-retry": {"POST": ("/api/tasks/{task}/retry/", {}, owners_object_changed(200, operator=200))},
+    "tasks:task-cancel": {"POST": ("/api/tasks/{queued}/cancel/", {}, owners_object_changed(200, operator=200))},
     "tasks:schedule-list": {
         "GET": ("/api/schedules/", None, signed_in(200)),
         "POST": ("/api/schedules/", SCHEDULE, signed_in(201)),
     },
     "tasks:schedule-detail": {
         "GET": ("/api/schedules/{schedule}/", None, owners_object(200)),
-        "PUT": ("/api/schedules/{schedule}/", SCHEDULE | {"name": "renamed"}, owners_object(200)),
-        "PATCH": ("/api/schedules/{schedule}/", {"enabled": False}, owners_object(200)),
-        "DELETE": ("/api/schedules/{schedule}/", None, owners_object(204)),
+        "PUT": ("/api/schedules/{schedule}/", SCHEDULE | {"name": "renamed"}, owners_object_changed(200)),
+        "PATCH": ("/api/schedules/{schedule}/", {"enabled": False}, owners_object_changed(200)),
+        "DELETE": ("/api/schedules/{schedule}/", None, owners_object_changed(204)),
     },
     "tasks:schedule-preview": {"GET": ("/api/schedules/{schedule}/preview/", None, owners_object(200))},
-    "tasks:schedule-run": {"POST": ("/api/schedules/{schedule}/run/", None, owners_object(201))},
+    "tasks:schedule-run": {"POST": ("/api/schedules/{schedule}/run/", None, owners_object_changed(201, operator=201))},
     "webhooks:callback-secret": {
         "GET": ("/api/webhooks/callback-secret/", None, signed_in(200)),
         "POST": ("/api/webhooks/callback-secret/", None, signed_in(200)),
@@ -133,15 +147,17 @@ API = {
     },
     "webhooks:endpoint-detail": {
         "GET": ("/api/webhooks/{endpoint}/", None, owners_object(200)),
-        "PATCH": ("/api/webhooks/{endpoint}/", {"description": "ci"}, owners_object(200)),
-        "DELETE": ("/api/webhooks/{endpoint}/", None, owners_object(204)),
+        "PATCH": ("/api/webhooks/{endpoint}/", {"description": "ci"}, owners_object_changed(200)),
+        "DELETE": ("/api/webhooks/{endpoint}/", None, owners_object_changed(204)),
     },
     "webhooks:endpoint-deliveries": {"GET": ("/api/webhooks/{endpoint}/deliveries/", None, owners_object(200))},
-    "webhooks:endpoint-rotate-secret": {"POST": ("/api/webhooks/{endpoint}/rotate-secret/", None, owners_object(200))},
+    "webhooks:endpoint-rotate-secret": {
+        "POST": ("/api/webhooks/{endpoint}/rotate-secret/", None, owners_object_changed(200))
+    },
     "webhooks:delivery-list": {"GET": ("/api/webhook-deliveries/", None, signed_in(200))},
     "webhooks:delivery-detail": {"GET": ("/api/webhook-deliveries/{delivery}/", None, owners_object(200))},
     "webhooks:delivery-redeliver": {
-        "POST": ("/api/webhook-deliveries/{delivery}/redeliver/", None, owners_object(201))
+        "POST": ("/api/webhook-deliveries/{delivery}/redeliver/", None, owners_object_changed(201))
     },
     "schema": {"GET": ("/api/schema/", None, ALL_OK)},
     "docs": {"GET": ("/api/docs/", None, ALL_OK)},
@@ -149,6 +165,23 @@ API = {
     "healthz": {"GET": ("/healthz", None, ALL_OK)},
     "readyz": {"GET": ("/readyz", None, ALL_OK)},
     "metrics": {"GET": ("/metrics", None, ALL_OK)},
+}
+
+# Writes on the owner's objects that staff may make: (url name, method) → the audit action
+# and the object it names. Made by the owner, none of them is audited (nor is any other row).
+AUDITED = {
+    ("files:file-detail", "DELETE"): ("file.delete", "file"),
+    ("files:file-complete", "POST"): ("file.complete", "file"),
+    ("tasks:task-retry", "POST"): ("task.retry", "task"),
+    ("tasks:task-cancel", "POST"): ("task.cancel", "queued"),
+    ("tasks:schedule-detail", "PUT"): ("schedule.change", "schedule"),
+    ("tasks:schedule-detail", "PATCH"): ("schedule.change", "schedule"),
+    ("tasks:schedule-detail", "DELETE"): ("schedule.delete", "schedule"),
+    ("tasks:schedule-run", "POST"): ("schedule.run_now", "schedule"),
+    ("webhooks:endpoint-detail", "PATCH"): ("webhook.change", "endpoint"),
+    ("webhooks:endpoint-detail", "DELETE"): ("webhook.delete", "endpoint"),
+    ("webhooks:endpoint-rotate-secret", "POST"): ("webhook.rotate_secret", "endpoint"),
+    ("webhooks:delivery-redeliver", "POST"): ("delivery.redeliver", "delivery"),
 }
 
 # Lists: what another user must never see of the owner's objects.
@@ -230,19 +263,47 @@ def owned(owner, s3_storage, settings):
 
 
 @pytest.fixture
-def clients(owner, other_user, staff):
+def cast(owner, other_user, viewer, operator, superuser):
+    """The user behind each API role."""
+    return {"anonymous": None, "owner": owner, "other": other_user} | {
+        "viewer": viewer,
+        "operator": operator,
+        "superuser": superuser,
+    }
+
+
+@pytest.fixture
+def clients(cast):
     def client_of(user):
         client = APIClient()
         if user is not None:
             client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
         return client
 
-    return {
-        "anonymous": client_of(None),
-        "owner": client_of(owner),
-        "other": client_of(other_user),
-        "staff": client_of(staff),
+    return {role: client_of(user) for role, user in cast.items()}
+
+
+OWNED_MODELS = {
+    "task": Task,
+    "queued": Task,
+    "file": StoredFile,
+    "schedule": Schedule,
+    "endpoint": WebhookEndpoint,
+    "delivery": WebhookDelivery,
+    "key": ApiKey,
+}
+
+COUNTED_MODELS = (Task, TaskEvent, StoredFile, Schedule, WebhookEndpoint, WebhookDelivery, ApiKey, AuditEntry)
+
+
+def _api_footprint(owned) -> tuple:
+    """What a write could change: each of the owner's objects, and the rows writes add."""
+    objects = {
+        name: model_to_dict(found) if (found := model.objects.filter(pk=owned[name]).first()) else None
+        for name, model in OWNED_MODELS.items()
     }
+    counts = [model.objects.count() for model in COUNTED_MODELS]
+    return objects, counts
 
 
 def _request(client, method, path, body, *, owned, owner):
@@ -254,7 +315,7 @@ def _request(client, method, path, body, *, owned, owner):
     elif body == "{upload}":
         upload = SimpleUploadedFile("hello.txt", b"hello", content_type="text/plain")
         return client.post(path, {"file": upload}, format="multipart")
-    data = None if body is None else json.dumps(body)
+    data = "" if body is None else json.dumps(body)  # no body (Django would send the text "None")
     return client.generic(method, path, data=data, content_type="application/json")
 
 
@@ -275,25 +336,53 @@ def test_every_endpoint_has_a_row():
     table = with_head(routes)
     missing = [f"{r.name} {m}" for r in routes for m in r.methods if m not in table.get(r.name, {})]
     assert missing == [], f"endpoints without a row in the authorization matrix: {missing}"
+    unknown = [key for key in AUDITED if key[1] not in API.get(key[0], {})]
+    assert unknown == [], f"audited writes without a row: {unknown}"
     known = {r.name for r in routes}
     stale = [name for name in API if name not in known]
     assert stale == [], f"rows for endpoints that no longer exist: {stale}"
 
 
-def test_every_api_endpoint_answers_each_role_as_the_matrix_says(clients, owned, owner):
+def _audit_mismatches(entries, *, route, method, role, user, owned, owner) -> list[str]:
+    """A staff member's write is audited once, naming the object and its owner; nothing else is."""
+    audited = AUDITED.get((route, method))
+    if role not in STAFF_ROLES or audited is None:
+        return [f"{method} {route} as {role}: audited {[e.action for e in entries]}"] if entries else []
+    action, name = audited
+    found = [(e.user_id, e.action, e.object_ids, e.details) for e in entries]
+    wanted = [(user.pk, action, [str(owned[name])], {"via": "api", "owner": owner.pk})]
+    return [] if found == wanted else [f"{method} {route} as {role}: audited {found}, expected {wanted}"]
+
+
+def test_every_api_endpoint_answers_each_role_as_the_matrix_says(clients, cast, owned, owner):
     mismatches, cells = [], 0
-    for methods in with_head(api_routes()).values():
+    for route, methods in with_head(api_routes()).items():
         for method, (path, body, expected) in methods.items():
             for role in ROLES:
                 cells += 1
+                refused = expected[role] >= 400
                 # Each cell from the same starting data: a savepoint rolled back after it.
                 with transaction.atomic():
+                    before = _api_footprint(owned) if refused else None
+                    last_audit = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
                     response = _request(clients[role], method, path, body, owned=owned, owner=owner)
+                    entries = list(AuditEntry.objects.filter(pk__gt=last_audit))
+                    changed = refused and _api_footprint(owned) != before
                     transaction.set_rollback(True)
+                where = f"{method} {path} as {role}"
                 if response.status_code != expected[role]:
-                    mismatches.append(f"{method} {path} as {role}: {response.status_code}, expected {expected[role]}")
+                    mismatches.append(f"{where}: {response.status_code}, expected {expected[role]}")
+                    continue
                 if response.status_code == 403 and role == "other":
-                    mismatches.append(f"{method} {path} as another user: 403 confirms the object exists")
+                    mismatches.append(f"{where} (another user): 403 confirms the object exists")
+                if changed:
+                    mismatches.append(f"{where}: refused ({response.status_code}), yet something changed")
+                if response.status_code < 400:
+                    mismatches += _audit_mismatches(
+                        entries, route=route, method=method, role=role, user=cast[role], owned=owned, owner=owner
+                    )
+                elif entries:
+                    mismatches.append(f"{where}: refused ({response.status_code}), yet audited")
     report.record_check("authorization_matrix_api", {"cells": cells, "mismatches": len(mismatches)})
     assert mismatches == [], "\n".join(mismatches)
 
