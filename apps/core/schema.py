@@ -15,7 +15,8 @@ BODY_METHODS = ("POST", "PUT", "PATCH")
 ERRORS = {
     "400": "Invalid input: `fields` names each field and what is wrong with it.",
     "401": "Not authenticated, or the credentials are invalid or expired.",
-    "403": "Authenticated, but not allowed to do this.",
+    "403": "Authenticated, but not allowed to do this: e.g. staff changing another user's object "
+    "without the matching permission (staff may read every object).",
     "404": "No such object, or it belongs to another user.",
     "409": "The object's current state does not allow this.",
     "413": "The request body (or the file) is too large.",
