@@ -177,3 +177,12 @@ def test_a_reason_longer_than_500_characters_is_a_400(operator, schedule):
     assert response.status_code == 400
     assert "reason" in response.json()["error"]["fields"]
     assert not Task.objects.exists()
+
+
+def test_a_staff_members_write_on_their_own_task_is_audited_as_in_the_admin(viewer):
+    """The admin audits every staff action, whoever owns the object; the API does the same."""
+    task = make_task(viewer, TaskStatus.FAILED)
+    response = client_for(viewer).post(f"{TASKS}{task.pk}/retry/", {"reason": "mine"}, format="json")
+    assert response.status_code == 200
+    entry = AuditEntry.objects.get()
+    assert (entry.user, entry.action, entry.details) == (viewer, "task.retry", {"via": "api", "owner": viewer.pk})
