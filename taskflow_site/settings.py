@@ -440,6 +440,14 @@ if PROMETHEUS_MULTIPROC_DIR:
     # prometheus_client writes there as soon as a metric exists, in any process (manage.py too).
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# Set: the web's /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
+# Unset: open, as for a scrape from inside the cluster. The worker's port is never
+# protected: keep it on the cluster network (see README "Monitoring").
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
+
+# --- Readiness ------------------------------------------------------------------------------
+# /readyz asks the object store at most this often per process (0: on every call).
+READYZ_STORAGE_CHECK_SECONDS = env_non_negative_int("READYZ_STORAGE_CHECK_SECONDS", 10)
 
 # --- Rate limits (apps/core/throttling.py) ------------------------------------------------
 # Per user for authenticated calls, per client IP for anonymous ones, and a stricter bucket

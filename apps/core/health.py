@@ -1,11 +1,14 @@
 """Readiness checks: each returns None when healthy or raises with a short reason."""
 
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import storages
 from django.db import connection
 from kombu import Connection
 
@@ -33,15 +36,55 @@ def check_broker() -> None:
         conn.ensure_connection(max_retries=0, timeout=TIMEOUT_SECONDS)
 
 
+@dataclass
+class _StorageVerdict:
+    storage: object  # the storage instance checked; STORAGES changing makes a new one
+    checked_at: float
+    error: Exception | None
+
+
+_storage_verdict: _StorageVerdict | None = None
+_storage_lock = threading.Lock()
+
+
 def check_storage() -> None:
-    """Write, read back and delete a small object: reachability and credentials both."""
-    name = default_storage.save(f"healthcheck/{uuid.uuid4().hex}.txt", ContentFile(b"ok"))
+    """The object store answers for our bucket, checked at most every READYZ_STORAGE_CHECK_SECONDS.
+
+    Probes hit /readyz every few seconds from every replica; a round trip to the store on
+    each would be load (and, as a write, cost) for nothing. The verdict, good or bad, is
+    kept per process for the interval, so a failing store is not hammered either.
+    """
+    global _storage_verdict
+    storage = storages["default"]
+    interval = settings.READYZ_STORAGE_CHECK_SECONDS
+    with _storage_lock:
+        verdict = _storage_verdict
+        fresh = verdict is not None and verdict.storage is storage and time.monotonic() - verdict.checked_at < interval
+        if not fresh:
+            try:
+                _probe_storage(storage)
+                error = None
+            except Exception as exc:  # any failure is a "not ready"; run_checks reports it
+                error = exc
+            verdict = _storage_verdict = _StorageVerdict(storage, time.monotonic(), error)
+    if verdict.error is not None:
+        raise verdict.error
+
+
+def _probe_storage(storage) -> None:
+    if hasattr(storage, "bucket_name"):
+        # S3: a HEAD of the bucket is a read that proves reachability, credentials and the
+        # bucket; no object is written (writes cost, and are versioned or logged on some stores).
+        storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)
+        return
+    # Local files: write, read back and delete a small file (a full or read-only disk shows).
+    name = storage.save(f"healthcheck/{uuid.uuid4().hex}.txt", ContentFile(b"ok"))
     try:
-        with default_storage.open(name) as fh:
+        with storage.open(name) as fh:
             if fh.read() != b"ok":
                 raise RuntimeError("storage returned different bytes")
     finally:
-        default_storage.delete(name)
+        storage.delete(name)
 
 
 def readiness_checks() -> dict:

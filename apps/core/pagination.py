@@ -1,8 +1,13 @@
+from datetime import UTC, datetime
+
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.db import connections
+from django.db import connections, models
 from django.utils.functional import cached_property
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
+
+INVALID_CURSOR_MESSAGE = "This cursor is not one this list handed out; start again from the first page."
 
 
 class CreatedCursorPagination(CursorPagination):
@@ -24,12 +29,60 @@ class CreatedCursorPagination(CursorPagination):
             raise ValidationError({self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]})
         return min(int(raw), self.max_page_size)
 
+    def paginate_queryset(self, queryset, request, view=None):
+        self.model = queryset.model  # decode_cursor checks the position against its field
+        return super().paginate_queryset(queryset, request, view)
+
+    def decode_cursor(self, request):
+        """A cursor that does not decode to a valid position is a 400 on `cursor`.
+
+        DRF answers 404 for a cursor it cannot decode and hands any position it can straight
+        to the database, where a position that is not a date (or a date PostgreSQL rejects)
+        becomes a 500. Both are the client's mistake, so both are the same 400.
+        """
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            raise ValidationError({self.cursor_query_param: [INVALID_CURSOR_MESSAGE]}) from None
+        if cursor is None or cursor.position is None:
+            return cursor
+        field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+        position = _valid_position(field, cursor.position)
+        if position is None:
+            raise ValidationError({self.cursor_query_param: [INVALID_CURSOR_MESSAGE]})
+        return cursor._replace(position=position)
+
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"]["minimum"] = 1
         return parameters
+
+
+def _valid_position(field: models.Field, raw: str):
+    """The position as a value of the ordering field's type, or None when it is not one."""
+    if "\x00" in raw:
+        return None
+    try:
+        value = field.to_python(raw)
+    except (DjangoValidationError, ValueError, TypeError, OverflowError):
+        return None
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            # An offset can carry 0001-01-01 or 9999-12-31 past what datetime holds in UTC.
+            value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        low, high = connections[field.model.objects.db].ops.integer_field_range(field.get_internal_type())
+        if (low is not None and value < low) or (high is not None and value > high):
+            return None
+    return value
 
 
 class EstimatedCountPaginator(Paginator):

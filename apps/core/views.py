@@ -1,3 +1,6 @@
+import hmac
+
+from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
@@ -30,9 +33,22 @@ def metrics(request):
     """Prometheus: every web process's counters (multiprocess mode) plus the system gauges.
 
     The text format 0.0.4, which every Prometheus version reads (prometheus_client's own
-    server, on the worker, answers the same).
+    server, on the worker, answers the same). With METRICS_TOKEN set, only a scrape that
+    sends it as a bearer token is answered; others get a plain 401 (this is not the API).
     """
+    if settings.METRICS_TOKEN and not _has_metrics_token(request):
+        response = HttpResponse(
+            "Send the metrics token: Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     return HttpResponse(metrics_module.exposition(with_system_gauges=True), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+def _has_metrics_token(request) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken says nothing about how much of the token matched.
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), settings.METRICS_TOKEN.encode())
 
 
 def _api_error(code: str, message: str, status: int) -> JsonResponse:

@@ -45,9 +45,17 @@ class ObjectStat:
 
 
 def is_s3(storage: Storage) -> bool:
-    # A storage can only be an S3Storage once that module was imported.
+    """Whether the storage is django-storages' S3Storage, decided by its configured backend.
+
+    `default_storage` and FileFields' default storage are lazy: their backend class (and so
+    boto3) is imported only when first used. Reading `__class__` sets such a storage up from
+    STORAGES, so the answer never depends on whether something imported S3 before; a process
+    configured for local files still never imports boto3.
+    """
+    storage_class = storage.__class__  # on a LazyObject this builds the configured backend
+    # An S3Storage can only exist once its module was imported: no import here for the others.
     s3 = sys.modules.get("storages.backends.s3")
-    return s3 is not None and isinstance(storage, s3.S3Storage)
+    return s3 is not None and issubclass(storage_class, s3.S3Storage)
 
 
 @functools.lru_cache(maxsize=8)

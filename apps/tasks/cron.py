@@ -9,14 +9,22 @@ Fields follow Celery's crontab (minute hour day-of-month month day-of-week, 0 = 
 when both day fields are restricted a day must match both, as in Celery.
 """
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab, crontab_parser
 from cron_descriptor import get_description
 
 FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+# Lowest and highest value of each field, as Celery's crontab reads them.
+FIELD_BOUNDS = {"minute": (0, 59), "hour": (0, 23), "day of month": (1, 31), "month": (1, 12), "day of week": (0, 6)}
+# Names the zone database holds that are not zones of their own: the system's local zone
+# (differs per host), the "no zone" placeholder, and a POSIX rules file; posix/ and right/
+# are copies of the tree (right/ with leap seconds, which datetime cannot represent).
+NON_CANONICAL_ZONES = frozenset({"Factory", "localtime", "posixrules"})
+NON_CANONICAL_ZONE_PREFIXES = ("posix/", "right/")
 MAX_SCAN_DAYS = 4 * 366  # far enough for "29 2 29 2 *" (a leap day) to be found
 
 
@@ -24,11 +32,58 @@ class CronError(ValueError):
     pass
 
 
+@functools.cache
+def canonical_zones() -> frozenset[str]:
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in NON_CANONICAL_ZONES and not name.startswith(NON_CANONICAL_ZONE_PREFIXES)
+    )
+
+
+def validate_zone(name: str) -> ZoneInfo:
+    """A zone a schedule may be given: exactly a canonical IANA name, as spelled in the database."""
+    if name not in canonical_zones():
+        raise CronError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.")
+    return parse_zone(name)
+
+
 def parse_zone(name: str) -> ZoneInfo:
+    """The zone of a stored schedule (validated with validate_zone when it was written)."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise CronError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.") from None
+
+
+def validate_cron(expression: str) -> crontab:
+    """parse_cron, refusing also what Celery reads in a surprising way: a backwards range
+    (Celery wraps `50-10` around the hour) and an empty or zero step."""
+    schedule = parse_cron(expression)
+    for name, part in zip(FIELD_NAMES, expression.split(), strict=True):
+        for item in part.split(","):
+            _check_item(name, part, item)
+    return schedule
+
+
+def _check_item(name: str, part: str, item: str) -> None:
+    base, slash, step = item.partition("/")
+    if slash and not (step.isascii() and step.isdigit() and int(step) > 0):
+        raise CronError(f"Invalid {name} field {part!r}: a step after '/' must be a whole number above 0.")
+    low, dash, high = base.partition("-")
+    if not (dash and low and high and low != "*"):
+        return
+    try:
+        lowest, highest = FIELD_BOUNDS[name]
+        parser = crontab_parser(highest + 1, lowest)
+        first, last = (min(parser.parse(end)) for end in (low, high))
+    except (ParseException, ValueError, TypeError):
+        raise CronError(f"Invalid {name} field {part!r}: {base!r} is not a range.") from None
+    if first > last:
+        raise CronError(
+            f"Invalid {name} field {part!r}: the range {base!r} runs backwards; "
+            f"write it as two ranges, e.g. '{low}-{highest},{lowest}-{high}'."
+        )
 
 
 def parse_cron(expression: str) -> crontab:
@@ -39,12 +94,12 @@ def parse_cron(expression: str) -> crontab:
         )
     try:
         return crontab(*parts[:2], day_of_month=parts[2], month_of_year=parts[3], day_of_week=parts[4])
-    except (ValueError, TypeError) as exc:
+    except (ParseException, ValueError, TypeError) as exc:
         for name, part in zip(FIELD_NAMES, parts, strict=True):
             try:
                 crontab(**{_kwarg(name): part})
-            except (ValueError, TypeError):
-                raise CronError(f"Invalid {name} field {part!r}: {exc}") from None
+            except (ParseException, ValueError, TypeError) as field_exc:
+                raise CronError(f"Invalid {name} field {part!r}: {field_exc}") from None
         raise CronError(f"Invalid cron expression: {exc}") from None
 
 

@@ -51,11 +51,11 @@ def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
         errors["cron"] = ["Give either a cron expression or interval_seconds, not both and not neither."]
     if spec.cron:
         try:
-            cron.parse_cron(spec.cron)
+            cron.validate_cron(spec.cron)
         except cron.CronError as exc:
             errors["cron"] = [str(exc)]
     try:
-        cron.parse_zone(spec.timezone)
+        cron.validate_zone(spec.timezone)
     except cron.CronError as exc:
         errors["timezone"] = [str(exc)]
     duplicate = Schedule.objects.filter(owner=owner, name=spec.name).exclude(pk=exclude_pk).exists()

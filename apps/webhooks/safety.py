@@ -2,10 +2,10 @@
 
 Only http and https; the host is resolved and every address must be public (no private,
 loopback, link-local — which includes the 169.254.169.254 metadata service —, multicast,
-reserved or unspecified ranges) unless the host is listed in WEBHOOK_ALLOWED_HOSTS. The
-check runs when a URL is registered and again right before each POST, and the POST goes to
-the address that was checked, so a DNS answer that changes in between (rebinding) cannot
-redirect it.
+reserved or unspecified ranges, nor an IPv6 address embedding such an IPv4 one) unless the
+host is listed in WEBHOOK_ALLOWED_HOSTS. The check runs when a URL is registered and again
+right before each POST, and the POST goes to the address that was checked, so a DNS answer
+that changes in between (rebinding) cannot redirect it.
 """
 
 import ipaddress
@@ -34,9 +34,31 @@ def _host_allowed(host: str, port: int) -> bool:
     return host in allowed or f"{host}:{port}" in allowed
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """IPv4 addresses that an IPv6 address carries and that a relay or gateway would reach.
+
+    6to4 (2002::/16) and Teredo (2001::/32) are globally routed prefixes, so Python counts
+    2002:7f00:1:: as public although a 6to4 relay delivers it to 127.0.0.1. NAT64
+    (64:ff9b::/96) and IPv4-compatible addresses sit in ::/8, which is refused as reserved
+    whatever they embed.
+    """
+    embedded = []
+    if address.ipv4_mapped:
+        embedded.append(("IPv4-mapped", address.ipv4_mapped))
+    if address.sixtofour:
+        embedded.append(("6to4", address.sixtofour))
+    if address.teredo:
+        server, client = address.teredo
+        embedded += [("Teredo server", server), ("Teredo client", client)]
+    return embedded
+
+
 def _refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        for label, ipv4 in _embedded_ipv4(address):
+            reason = _refusal(ipv4)
+            if reason:
+                return reason if label == "IPv4-mapped" else f"{label} (embedding {reason} {ipv4})"
     for label, flag in (
         ("loopback", address.is_loopback),
         ("link-local (cloud metadata)", address.is_link_local),
