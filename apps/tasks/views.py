@@ -150,7 +150,7 @@ class KindListView(APIView):
                 "queue": kind.queue,
                 "max_retries": kind.max_retries,
                 "timeout": kind.timeout,
-                "payload_schema": serializer_schema(kind.payload),
+                "payload_schema": serializer_schema(kind.payload, extra_keys=kind.extra_keys),
             }
             for kind in kinds_for(user)
         ]
@@ -181,14 +181,16 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
         schedule = schedule_services.schedule_create(owner=request.user, spec=self._input())
-        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+        return Response(
+            ScheduleSerializer(schedule, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
     def update(self, request, pk=None, partial=False):
         schedule = self.get_object()
         spec = self._input(instance=schedule, partial=partial)
         schedule = schedule_services.schedule_update(schedule=schedule, spec=spec)
-        return Response(ScheduleSerializer(schedule).data)
+        return Response(ScheduleSerializer(schedule, context=self.get_serializer_context()).data)
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
     def partial_update(self, request, pk=None):
@@ -202,7 +204,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     def run(self, request, pk=None):
         """Run now: one task at once, linked to the schedule and marked as run now."""
         task = schedule_services.schedule_run_now(schedule=self.get_object(), actor=request.user)
-        data = TaskSerializer(task).data
+        data = TaskSerializer(task, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["url"]})
 
     @extend_schema(
