@@ -1,5 +1,5 @@
 from rest_framework import serializers
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt import serializers as jwt_serializers
 
 from apps.core.serializers import StrictInputMixin, StrictSerializer
 
@@ -46,9 +46,11 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         read_only_fields = fields
 
 
-class TokenInputSerializer(StrictInputMixin, TokenObtainPairSerializer):
-    """simplejwt's, refusing fields other than the credentials like every input serializer."""
+# simplejwt's, strict like every input serializer; named as theirs so that the OpenAPI
+# components keep their names (apps/accounts/schema.py describes them).
+class TokenObtainPairSerializer(StrictInputMixin, jwt_serializers.TokenObtainPairSerializer):
+    """Refuses fields other than the credentials."""
 
 
-class TokenRefreshInputSerializer(StrictInputMixin, TokenRefreshSerializer):
-    """simplejwt's, refusing fields other than `refresh` (`access` is read-only)."""
+class TokenRefreshSerializer(StrictInputMixin, jwt_serializers.TokenRefreshSerializer):
+    """Refuses fields other than `refresh` (`access` is read-only)."""
