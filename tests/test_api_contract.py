@@ -2,8 +2,10 @@
 paths that answer without their trailing slash — never with an HTML redirect."""
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import AsyncClient
 from django.urls import reverse
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -207,6 +209,12 @@ def test_auth_answers_without_the_trailing_slash(owner):
     owner.save()
     response = APIClient().post("/api/auth/token", {"email": owner.email, "password": PASSWORD}, format="json")
     assert response.status_code == 200 and "access" in response.json()
+
+
+def test_the_asgi_entry_point_answers_without_the_trailing_slash_too():
+    response = async_to_sync(AsyncClient().get)("/api/kinds")
+    assert response.status_code == 401  # resolved and refused, not redirected
+    assert response.json()["error"]["code"] == "not_authenticated"
 
 
 def test_the_slash_form_stays_canonical_and_unknown_paths_stay_a_json_404(owner_api):
