@@ -1,9 +1,12 @@
 from rest_framework import serializers
+from rest_framework_simplejwt import serializers as jwt_serializers
+
+from apps.core.serializers import StrictInputMixin, StrictSerializer
 
 from .models import ApiKey, User
 
 
-class RegisterInputSerializer(serializers.Serializer):
+class RegisterInputSerializer(StrictSerializer):
     email = serializers.EmailField(max_length=254)
     password = serializers.CharField(write_only=True, max_length=128, style={"input_type": "password"})
     full_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
@@ -16,11 +19,11 @@ class UserSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "email", "is_staff", "date_joined"]
 
 
-class UserUpdateSerializer(serializers.Serializer):
+class UserUpdateSerializer(StrictSerializer):
     full_name = serializers.CharField(max_length=150, allow_blank=True)
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(StrictSerializer):
     refresh = serializers.CharField()
 
 
@@ -31,7 +34,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ApiKeyCreateSerializer(serializers.Serializer):
+class ApiKeyCreateSerializer(StrictSerializer):
     name = serializers.CharField(max_length=100)
 
 
@@ -41,3 +44,13 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "key"]
         read_only_fields = fields
+
+
+# simplejwt's, strict like every input serializer; named as theirs so that the OpenAPI
+# components keep their names (apps/accounts/schema.py describes them).
+class TokenObtainPairSerializer(StrictInputMixin, jwt_serializers.TokenObtainPairSerializer):
+    """Refuses fields other than the credentials."""
+
+
+class TokenRefreshSerializer(StrictInputMixin, jwt_serializers.TokenRefreshSerializer):
+    """Refuses fields other than `refresh` (`access` is read-only)."""

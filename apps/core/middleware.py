@@ -7,6 +7,7 @@ import uuid
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.urls import is_valid_path
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An id from a proxy or client is kept only if it cannot smuggle anything into logs or headers.
@@ -79,3 +80,41 @@ class RequestIdMiddleware:
         response = await self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+class ApiTrailingSlashMiddleware:
+    """An /api/ path without its trailing slash is served as the path with it, in place.
+
+    Django's APPEND_SLASH would answer with an HTML 301 to the slash form, which a client that
+    follows redirects turns into a GET, losing the body. The slash form stays the canonical
+    one: URL names and reverse() give it, and a path that matches neither form is the API's
+    JSON 404. Runs before CommonMiddleware, which then finds nothing to redirect.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    @staticmethod
+    def _add_slash(request) -> None:
+        path = request.path_info
+        if not path.startswith("/api/") or path.endswith("/"):
+            return
+        urlconf = getattr(request, "urlconf", None)
+        if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):
+            request.path_info = f"{path}/"
+            request.path = f"{request.path}/"
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        self._add_slash(request)
+        return self.get_response(request)
+
+    async def __acall__(self, request):
+        self._add_slash(request)
+        return await self.get_response(request)

@@ -4,11 +4,17 @@ drf-spectacular documents only the success responses; a client generated from su
 schema (and schemathesis' conformance checks) would not know that a 404 or a 429 is an
 answer of the API rather than a failure. The statuses are those of apps/core/exceptions.py
 and DRF's own: see DESIGN "Errors are JSON with a stable shape and the right status".
+
+Request bodies of strict input serializers (all of them) say `additionalProperties: false`:
+a field they do not declare is a 400, and the schema tells clients and generators so.
 """
 
 from drf_spectacular import openapi
+from drf_spectacular.plumbing import force_instance
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
+
+from .serializers import StrictInputMixin
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
@@ -54,3 +60,9 @@ class AutoSchema(openapi.AutoSchema):
                 error = OpenApiResponse(ErrorSerializer, description=ERRORS[code])
                 responses[code] = self._get_response_for_code(error, code, ["application/json"], direction)
         return responses
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(force_instance(serializer), StrictInputMixin):
+            schema["additionalProperties"] = False
+        return schema

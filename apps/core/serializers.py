@@ -1,16 +1,22 @@
-"""Faster output for read-only serializers.
+"""Faster output for read-only serializers; the strict input contract; absolute links.
 
 DRF builds a serializer's fields for every instance it creates: a deep copy of each declared
 field, and for a ModelSerializer an introspection of the model for each of the others. For
 the task representation (30 fields) that was a fifth of a `POST /api/tasks/` request, more
 than rendering the task. `CachedFieldsMixin` builds the fields once per serializer class and
 reuses them for every representation; the output is DRF's own, field by field.
+
+`StrictSerializer` is the base of every API input serializer: a field it does not accept is
+a 400 naming it, never silently dropped. `absolute_url` makes every link the API returns
+absolute.
 """
 
 import operator
 import threading
+from collections.abc import Mapping
 
 from django.conf import settings
+from django.http import QueryDict
 from django.utils import timezone
 from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
@@ -134,7 +140,83 @@ class CachedFieldsMixin:
         return representation
 
 
-class ReasonSerializer(serializers.Serializer):
+# --- A strict input contract ------------------------------------------------------------------
+
+UNKNOWN_FIELD = "Unknown field."
+READ_ONLY_FIELD = "Read-only field: it cannot be set."
+# Form bodies (multipart uploads from a browser session) carry Django's CSRF token beside the
+# data; CsrfViewMiddleware reads it, so it is not an unknown field.
+_FORM_ONLY_KEYS = frozenset({"csrfmiddlewaretoken"})
+
+
+def unknown_field_errors(serializer: serializers.Serializer, data) -> dict:
+    """{key: [message]} for every key of `data` that `serializer` does not accept as input.
+
+    A key it does not declare is unknown; a declared read-only one (e.g. `id`) cannot be set.
+    Either way a client's typo or wrong idea must not pass as if the field were absent. Nested
+    serializers are checked too, unless they are strict themselves (they report their own).
+    """
+    if not isinstance(data, Mapping):
+        return {}  # DRF's own "expected a dictionary" error covers it
+    fields = serializer.fields
+    accepted = ", ".join(name for name, field in fields.items() if not field.read_only) or "none"
+    errors = {}
+    for key in data:
+        if key in _FORM_ONLY_KEYS and isinstance(data, QueryDict):
+            continue
+        field = fields.get(key)
+        if field is None or isinstance(field, serializers.HiddenField):
+            errors[key] = [f"{UNKNOWN_FIELD} Accepted fields: {accepted}."]
+        elif field.read_only:
+            errors[key] = [READ_ONLY_FIELD]
+        elif isinstance(field, serializers.Serializer) and not isinstance(field, StrictInputMixin):
+            nested = unknown_field_errors(field, data[key])
+            if nested:
+                errors[key] = nested
+        elif (
+            isinstance(field, serializers.ListSerializer)
+            and not isinstance(field.child, StrictInputMixin)
+            and isinstance(data[key], list)
+        ):
+            nested = {
+                str(index): item_errors
+                for index, item in enumerate(data[key])
+                if (item_errors := unknown_field_errors(field.child, item))
+            }
+            if nested:
+                errors[key] = nested
+    return errors
+
+
+class StrictInputMixin:
+    """Input serializers refuse fields they do not accept (400 naming each), with the other
+    errors of the same body. Every API input serializer is one (`StrictSerializer`)."""
+
+    def to_internal_value(self, data):
+        unknown = unknown_field_errors(self, data)
+        if not unknown:
+            return super().to_internal_value(data)
+        try:
+            super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                unknown = {**exc.detail, **unknown}
+        raise serializers.ValidationError(unknown)
+
+
+class StrictSerializer(StrictInputMixin, serializers.Serializer):
+    """The base of every API input serializer: unknown and read-only fields are a 400."""
+
+
+def absolute_url(context: dict, path: str) -> str:
+    """`path` as an absolute URL for the request in a serializer's context.
+
+    Without a request (a serializer used outside a view) the path is all there is to give."""
+    request = context.get("request")
+    return request.build_absolute_uri(path) if request is not None else path
+
+
+class ReasonSerializer(StrictSerializer):
     """The body of a POST action on an object: why, for the audit trail of staff actions."""
 
     reason = serializers.CharField(

@@ -67,7 +67,7 @@ class StoredFileViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return StoredFile.objects.none()
-        return StoredFile.objects.visible_to(self.request.user)
+        return StoredFile.objects.visible_to(self.request.user).select_related("owner")
 
     def initial(self, request, *args, **kwargs):
         if self.action == "create":

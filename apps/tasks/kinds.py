@@ -15,9 +15,10 @@ class NoopPayload(serializers.Serializer):
     echo = serializers.JSONField(required=False, help_text="Returned unchanged as the result.")
 
 
-@task_kind("demo.noop", payload=NoopPayload, max_retries=0, timeout=30)
+# Free-form: benchmarks and smoke tests send whatever payload they like, kept as sent.
+@task_kind("demo.noop", payload=NoopPayload, max_retries=0, timeout=30, extra_keys=True)
 def noop(ctx, payload):
-    """Does nothing and returns at once; for benchmarks and smoke tests."""
+    """Does nothing and returns at once; for benchmarks and smoke tests. Takes any other keys."""
     return {"echo": payload.get("echo")}
 
 

@@ -48,13 +48,16 @@ def field_schema(field: fields.Field) -> dict:
     return schema
 
 
-def serializer_schema(serializer) -> dict:
+def serializer_schema(serializer, *, extra_keys: bool = False) -> dict:
+    """`additionalProperties` says whether keys the serializer does not declare are accepted
+    (Kind.extra_keys) or a 400 (the default, nested objects included)."""
     if isinstance(serializer, type):
         serializer = serializer()
     writable = {name: f for name, f in serializer.fields.items() if not f.read_only}
     schema = {
         "type": "object",
         "properties": {name: field_schema(f) for name, f in writable.items()},
+        "additionalProperties": extra_keys,
     }
     required = [name for name, f in writable.items() if f.required]
     if required:

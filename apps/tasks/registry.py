@@ -8,6 +8,11 @@ A kind is a function registered in any app's `kinds.py`:
 
 It receives a TaskContext and the payload validated by its serializer, and returns a
 JSON-able result. Raising an exception fails the attempt (and retries while attempts remain).
+
+A payload key the serializer does not declare is a 400 (`{"payload": {"key": [...]}}`), so a
+typo never runs with a default. A kind that takes free-form keys says so with
+`extra_keys=True`: the undeclared keys are then kept in the payload as sent and given to the
+kind with the validated ones. `/api/kinds/` shows either as the schema's `additionalProperties`.
 """
 
 from collections.abc import Callable
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from rest_framework import serializers
+
+from apps.core.serializers import unknown_field_errors
 
 
 class EmptyPayload(serializers.Serializer):
@@ -38,6 +45,7 @@ class Kind:
     staff_only: bool = False
     description: str = ""
     defaults: dict = field(default_factory=dict)
+    extra_keys: bool = False
 
     def validate_payload(self, data, *, owner) -> tuple[dict, list]:
         """Validate a payload; raises serializers.ValidationError.
@@ -45,14 +53,28 @@ class Kind:
         Returns the JSON-able payload and the stored files it names (the task's inputs).
         """
         serializer = self.payload(data=data, context={"owner": owner})
-        serializer.is_valid(raise_exception=True)
-        return serializer.data, list(_stored_files_in(serializer.validated_data))
+        valid = serializer.is_valid()
+        errors = {} if self.extra_keys else unknown_field_errors(serializer, data)
+        if not valid:
+            errors = {**serializer.errors, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return self._with_extra_keys(serializer, data, serializer.data), list(
+            _stored_files_in(serializer.validated_data)
+        )
 
     def load_payload(self, data, *, owner) -> dict:
-        """Validate a stored payload again at run time and return typed values for the kind."""
+        """Validate a stored payload again at run time and return typed values for the kind.
+
+        Undeclared keys are not refused here: a stored payload was checked when it was accepted."""
         serializer = self.payload(data=data, context={"owner": owner})
         serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+        return self._with_extra_keys(serializer, data, serializer.validated_data)
+
+    def _with_extra_keys(self, serializer, data, values) -> dict:
+        if not self.extra_keys or not isinstance(data, dict):
+            return values
+        return {**{key: value for key, value in data.items() if key not in serializer.fields}, **values}
 
 
 def _stored_files_in(value):
@@ -81,6 +103,7 @@ def task_kind(
     retry_backoff: float = 2.0,
     retry_backoff_max: float = 600.0,
     staff_only: bool = False,
+    extra_keys: bool = False,
 ):
     if timeout > settings.TASK_MAX_TIMEOUT:
         raise ValueError(f"kind {name}: timeout {timeout}s exceeds TASK_MAX_TIMEOUT ({settings.TASK_MAX_TIMEOUT}s)")
@@ -98,6 +121,7 @@ def task_kind(
             retry_backoff=retry_backoff,
             retry_backoff_max=retry_backoff_max,
             staff_only=staff_only,
+            extra_keys=extra_keys,
             description=(func.__doc__ or "").strip().split("\n")[0],
         )
         return func

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from apps.core.serializers import CachedFieldsMixin
+from apps.core.serializers import CachedFieldsMixin, StrictSerializer, absolute_url
 from apps.webhooks.services import validate_url
 
 from . import cron
@@ -16,7 +16,7 @@ TASK_LIST_COLUMNS = tuple(field.name for field in Task._meta.concrete_fields if 
 _URL_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
 
-class TaskSubmitSerializer(serializers.Serializer):
+class TaskSubmitSerializer(StrictSerializer):
     kind = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
     title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
@@ -39,7 +39,7 @@ class TaskSubmitSerializer(serializers.Serializer):
         return TaskSpec(**self.validated_data)
 
 
-class TaskBulkSubmitSerializer(serializers.Serializer):
+class TaskBulkSubmitSerializer(StrictSerializer):
     tasks = serializers.ListField(child=serializers.DictField(), allow_empty=False, max_length=settings.TASK_BULK_MAX)
 
     def to_specs(self) -> list[TaskSpec]:
@@ -58,7 +58,7 @@ class TaskBulkSubmitSerializer(serializers.Serializer):
         return specs
 
 
-class TaskActionSerializer(serializers.Serializer):
+class TaskActionSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
@@ -114,7 +114,8 @@ class TaskSerializer(CachedFieldsMixin, serializers.ModelSerializer):
         # (one instance serves every row of a list), then put each id into that URL.
         template = self.__dict__.get("_url_template")
         if template is None:
-            template = self._url_template = reverse("tasks:task-detail", args=[_URL_PLACEHOLDER])
+            template = absolute_url(self.context, reverse("tasks:task-detail", args=[_URL_PLACEHOLDER]))
+            self._url_template = template
         return template.replace(_URL_PLACEHOLDER, str(task.pk))
 
 
@@ -127,7 +128,7 @@ class TaskFileSerializer(serializers.Serializer):
     download_url = serializers.SerializerMethodField()
 
     def get_download_url(self, link) -> str:
-        return reverse("files:file-download", kwargs={"pk": link.file_id})
+        return absolute_url(self.context, reverse("files:file-download", kwargs={"pk": link.file_id}))
 
 
 class TaskDetailSerializer(TaskSerializer):
@@ -168,7 +169,7 @@ class KindSerializer(serializers.Serializer):
     payload_schema = serializers.DictField()
 
 
-class ScheduleInputSerializer(serializers.Serializer):
+class ScheduleInputSerializer(StrictSerializer):
     name = serializers.CharField(max_length=200)
     kind = serializers.CharField(max_length=100)
     payload = serializers.JSONField(required=False, default=dict)
@@ -222,10 +223,11 @@ class ScheduleSerializer(serializers.ModelSerializer):
         task = schedule.last_run_task
         if task is None:
             return None
-        return {"id": str(task.pk), "status": task.status, "url": reverse("tasks:task-detail", args=[task.pk])}
+        url = absolute_url(self.context, reverse("tasks:task-detail", args=[task.pk]))
+        return {"id": str(task.pk), "status": task.status, "url": url}
 
 
-class ScheduleActionSerializer(serializers.Serializer):
+class ScheduleActionSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 

@@ -170,7 +170,7 @@ class KindListView(APIView):
                 "queue": kind.queue,
                 "max_retries": kind.max_retries,
                 "timeout": kind.timeout,
-                "payload_schema": serializer_schema(kind.payload),
+                "payload_schema": serializer_schema(kind.payload, extra_keys=kind.extra_keys),
             }
             for kind in kinds_for(user)
         ]
@@ -208,7 +208,9 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ScheduleInputSerializer, responses={201: ScheduleSerializer})
     def create(self, request):
         schedule = schedule_services.schedule_create(owner=request.user, spec=self._input())
-        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+        return Response(
+            ScheduleSerializer(schedule, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
     def update(self, request, pk=None, partial=False):
@@ -220,7 +222,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
             action="schedule.change",
             write=lambda: schedule_services.schedule_update(schedule=schedule, spec=spec),
         )
-        return Response(ScheduleSerializer(schedule).data)
+        return Response(ScheduleSerializer(schedule, context=self.get_serializer_context()).data)
 
     @extend_schema(request=ScheduleInputSerializer, responses=ScheduleSerializer)
     def partial_update(self, request, pk=None):
@@ -248,7 +250,7 @@ class ScheduleViewSet(viewsets.ModelViewSet):
             reason=data.validated_data["reason"],
             write=lambda: schedule_services.schedule_run_now(schedule=schedule, actor=request.user),
         )
-        data = TaskSerializer(task).data
+        data = TaskSerializer(task, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["url"]})
 
     @extend_schema(

@@ -1,10 +1,12 @@
 from rest_framework import serializers
 
+from apps.core.serializers import StrictSerializer
+
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, all_events
 from .services import validate_url
 
 
-class EndpointInputSerializer(serializers.Serializer):
+class EndpointInputSerializer(StrictSerializer):
     url = serializers.URLField(max_length=2000, validators=[validate_url])
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     events = serializers.ListField(
@@ -14,10 +16,13 @@ class EndpointInputSerializer(serializers.Serializer):
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    owner = serializers.EmailField(source="owner.email", read_only=True)
+
     class Meta:
         model = WebhookEndpoint
         fields = [
             "id",
+            "owner",
             "url",
             "description",
             "events",
@@ -46,6 +51,7 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 
 class DeliverySerializer(serializers.ModelSerializer):
+    owner = serializers.EmailField(source="owner.email", read_only=True)
     endpoint = serializers.UUIDField(source="endpoint_id", read_only=True, allow_null=True)
     task = serializers.UUIDField(source="task_id", read_only=True, allow_null=True)
     attempt_log = AttemptSerializer(many=True, read_only=True)
@@ -54,6 +60,7 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = WebhookDelivery
         fields = [
             "id",
+            "owner",
             "endpoint",
             "task",
             "url",

@@ -22,7 +22,8 @@ from .serializers import (
 
 
 def _deliveries(queryset):
-    return queryset.prefetch_related(Prefetch("attempt_log", queryset=WebhookAttempt.objects.order_by("number")))
+    attempts = Prefetch("attempt_log", queryset=WebhookAttempt.objects.order_by("number"))
+    return queryset.select_related("owner").prefetch_related(attempts)
 
 
 class EndpointViewSet(viewsets.ModelViewSet):
@@ -40,7 +41,7 @@ class EndpointViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return WebhookEndpoint.objects.none()
-        queryset = WebhookEndpoint.objects.all()
+        queryset = WebhookEndpoint.objects.select_related("owner")
         return queryset if self.request.user.is_staff else queryset.filter(owner=self.request.user)
 
     @extend_schema(request=EndpointInputSerializer, responses={201: EndpointWithSecretSerializer})

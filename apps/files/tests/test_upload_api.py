@@ -42,7 +42,7 @@ def test_multipart_upload_is_ready_with_size_and_sha256(storage_mode, owner_api,
     assert body["size"] == len(CSV)
     assert body["sha256"] == hashlib.sha256(CSV).hexdigest()
     assert body["content_type"] == "text/csv"
-    assert body["owner"] == owner.pk
+    assert body["owner"] == owner.email
     assert body["download_url"] == f"http://testserver{FILES}{body['id']}/download/"
     stored_file = StoredFile.objects.get(pk=body["id"])
     assert stored_file.file.name == f"{owner.pk}/{stored_file.pk}/people.csv"

@@ -29,7 +29,7 @@ def test_submit_creates_a_queued_task_with_an_event_and_dispatches_after_commit(
         response = submit(owner_api, payload={"echo": {"n": 1}}, title="first", priority="high")
     assert response.status_code == 201
     body = response.json()
-    assert response["Location"] == f"/api/tasks/{body['id']}/"
+    assert response["Location"] == f"http://testserver/api/tasks/{body['id']}/"
     task = Task.objects.get(pk=body["id"])
     assert (task.owner, task.status, task.priority, task.title) == (owner, "queued", "high", "first")
     assert task.payload == {"echo": {"n": 1}}
