@@ -154,6 +154,12 @@ def _input_endpoints(owned, owner) -> list[tuple[str, str, dict]]:
         ("patch", schedule, {"enabled": False}),
         ("post", "/api/webhooks/", {"url": "http://127.0.0.1:9/hook"}),
         ("patch", f"/api/webhooks/{owned['endpoint'].pk}/", {"description": "ci"}),
+        # Actions whose body carries at most a reason (or nothing) refuse anything else too.
+        ("post", f"{schedule}run/", {"reason": "now"}),
+        ("post", f"/api/webhooks/{owned['endpoint'].pk}/rotate-secret/", {}),
+        ("post", f"/api/webhook-deliveries/{owned['delivery'].pk}/redeliver/", {}),
+        ("post", f"/api/files/{owned['file'].pk}/complete/", {}),
+        ("post", "/api/webhooks/callback-secret/", {}),
     ]
 
 
@@ -162,12 +168,24 @@ def test_every_input_endpoint_refuses_an_unknown_field_and_writes_nothing(owner,
     owner.save()
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {RefreshToken.for_user(owner).access_token}")
-    before = (Task.objects.count(), Schedule.objects.count(), WebhookEndpoint.objects.count(), ApiKey.objects.count())
+    before = (
+        Task.objects.count(),
+        Schedule.objects.count(),
+        WebhookEndpoint.objects.count(),
+        WebhookDelivery.objects.count(),
+        ApiKey.objects.count(),
+    )
     for method, path, body in _input_endpoints(owned, owner):
         response = getattr(api, method)(path, body | {"bogus": 1}, format="json")
         assert response.status_code == 400, (method, path, response.content)
         assert list(response.json()["error"]["fields"]) == ["bogus"], (method, path)
-    after = (Task.objects.count(), Schedule.objects.count(), WebhookEndpoint.objects.count(), ApiKey.objects.count())
+    after = (
+        Task.objects.count(),
+        Schedule.objects.count(),
+        WebhookEndpoint.objects.count(),
+        WebhookDelivery.objects.count(),
+        ApiKey.objects.count(),
+    )
     assert after == before
     assert not User.objects.filter(email="new@example.com").exists()
     owner.refresh_from_db()

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.permissions import OwnerOrStaffWithPermission
-from apps.core.serializers import ReasonSerializer
+from apps.core.serializers import ReasonSerializer, StrictSerializer
 from apps.core.services import audited_write
 
 from . import services
@@ -135,4 +135,5 @@ class CallbackSecretView(APIView):
     @extend_schema(request=None, responses=CallbackSecretSerializer)
     def post(self, request):
         """Rotate it: deliveries signed from now on use the new secret."""
+        StrictSerializer(data=request.data).is_valid(raise_exception=True)  # no fields: any is a typo
         return Response(CallbackSecretSerializer(services.callback_secret_rotate(owner=request.user)).data)
