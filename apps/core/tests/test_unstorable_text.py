@@ -130,3 +130,46 @@ def test_results_postgresql_cannot_store_are_named_by_their_path(result, problem
 @pytest.mark.parametrize("result", [{"text": "a\\u0000 literal backslash", "emoji": "😀", "n": 10**40}, None, [], "x"])
 def test_storable_results_pass(result):
     assert storable_json_problem(result, root="result") is None
+
+
+# --- The admin -----------------------------------------------------------------------------
+
+
+def admin_filter_parameters() -> list[tuple[str, str]]:
+    """(changelist URL, parameter) for the search box and every list filter of every ModelAdmin."""
+    from django.contrib import admin
+    from django.test import RequestFactory
+    from django.urls import reverse
+
+    superuser = get_user_model()(email="probe@example.com", is_staff=True, is_superuser=True)
+    cases = []
+    for model, model_admin in admin.site._registry.items():
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        request = RequestFactory().get(url)
+        request.user = superuser
+        changelist = model_admin.get_changelist_instance(request)
+        names = {"q"} | {name for spec in changelist.filter_specs for name in spec.expected_parameters()}
+        cases += [(url, name) for name in sorted(names) if name]
+    return cases
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def test_nul_in_any_admin_filter_or_search_is_a_400(staff_client):
+    cases = admin_filter_parameters()
+    assert {url.split("/")[3] for url, _ in cases} >= {"task", "schedule", "storedfile", "webhookendpoint", "user"}
+    answers = {(url, name): staff_client.get(f"{url}?{name}=a%00b").status_code for url, name in cases}
+    assert set(answers.values()) == {400}, {case: status for case, status in answers.items() if status != 400}
+
+
+def test_nul_in_the_admin_autocompletes_is_a_400(staff_client):
+    from django.urls import reverse
+
+    owners = reverse("admin:tasks_task_owners")
+    assert staff_client.get(f"{owners}?term=%00").status_code == 400
+    autocomplete = "/admin/autocomplete/?app_label=tasks&model_name=task&field_name=owner&term=%00"
+    assert staff_client.get(autocomplete).status_code == 400
