@@ -108,6 +108,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Binds request_id and user_id for every log line of the request; logs its start and end.
     "django_structlog.middlewares.RequestMiddleware",
+    # NUL in a query parameter is a 400 for every view, API and admin: apps/core/middleware.py.
+    "apps.core.middleware.UnstorableQueryMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -241,10 +243,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        # DRF's, refusing JSON nested past apps.core.parsers.MAX_JSON_DEPTH levels (a 400).
+        # DRF's, refusing JSON nested past apps.core.parsers.MAX_JSON_DEPTH levels and text
+        # PostgreSQL cannot store (NUL, lone surrogates) with a 400 naming the field.
         "apps.core.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "apps.core.parsers.MultiPartParser",
+        "apps.core.parsers.FormParser",
     ],
     # django-filter, with `?status=` (an empty value) a 400 rather than no filter at all.
     "DEFAULT_FILTER_BACKENDS": ["apps.core.filters.FilterBackend"],

@@ -1,4 +1,8 @@
-"""Request ids: every request gets one, every log line of the request carries it, the response echoes it."""
+"""Request ids: every request gets one, every log line of the request carries it, the response echoes it.
+
+And the query guard: a query parameter PostgreSQL could not compare or store is a 400 before
+any view sees it.
+"""
 
 import ipaddress
 import re
@@ -7,7 +11,10 @@ import uuid
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import BadRequest
 from django.urls import is_valid_path
+
+from .text import UNSTORABLE, describe, storable_text
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # An id from a proxy or client is kept only if it cannot smuggle anything into logs or headers.
@@ -80,6 +87,70 @@ class RequestIdMiddleware:
         response = await self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
+
+
+def _unstorable_query_parameter(request) -> tuple[str, str] | None:
+    """(name, problem) of the first query parameter holding NUL, or None.
+
+    Only NUL can arrive: a URL carries bytes, and bytes that are not UTF-8 (a lone
+    surrogate's among them) are decoded to U+FFFD. Its only spelling is `%00`.
+    """
+    query_string = request.META.get("QUERY_STRING", "")
+    if "%00" not in query_string and "\x00" not in query_string:
+        return None
+    for name, values in request.GET.lists():
+        if UNSTORABLE.search(name):
+            return storable_text(name), f"The parameter name contains {describe(name)}."
+        for value in values:
+            if UNSTORABLE.search(value):
+                return name, f"This value contains {describe(value)}, which no filter, search or cursor accepts."
+    return None
+
+
+class UnstorableQueryMiddleware:
+    """NUL in a query parameter (name or value) is a 400, for every view.
+
+    One place for all of them: the API's filters, searches and cursors, the admin's
+    changelist filters, search box, date filters and autocomplete. Each would pass the NUL to
+    PostgreSQL, which refuses it in any text comparison (a 500). Under /api/ the answer is
+    the one error shape, naming the parameter (from the API's exception handler); elsewhere
+    Django's 400 page. A middleware rather than a base class: API views have no common base
+    (APIView, viewsets, generic views across four apps) and the admin's views are Django's.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def _refusal(self, request):
+        problem = _unstorable_query_parameter(request)
+        if problem is None:
+            return None
+        name, message = problem
+        if not request.path.startswith("/api/"):
+            raise BadRequest(f"Query parameter {name!r}: {message}")
+        from rest_framework.exceptions import ValidationError
+        from rest_framework.renderers import JSONRenderer
+
+        from .exceptions import api_exception_handler
+
+        response = api_exception_handler(ValidationError({name: [message]}), {})
+        response.accepted_renderer = JSONRenderer()
+        response.accepted_media_type = "application/json"
+        response.renderer_context = {}
+        return response.render()
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def __acall__(self, request):
+        return self._refusal(request) or await self.get_response(request)
 
 
 class ApiTrailingSlashMiddleware:

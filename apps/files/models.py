@@ -34,9 +34,11 @@ def sanitize_file_name(name: str) -> str:
 
 
 def clean_original_name(name: str) -> str:
-    """The client's name kept for display: no control or format characters, at most 255."""
+    """The client's name kept for display: no control or format characters, at most 255.
+
+    Lone surrogates (category Cs) go too: PostgreSQL cannot store them (apps/core/text.py)."""
     name = unicodedata.normalize("NFC", str(name))
-    cleaned = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    cleaned = "".join(char for char in name if unicodedata.category(char) not in ("Cc", "Cf", "Cs")).strip()
     return cleaned[:255] or sanitize_file_name(name)
 
 

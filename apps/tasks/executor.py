@@ -10,10 +10,12 @@ from typing import BinaryIO
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django.utils.functional import SimpleLazyObject, cached_property
 from rest_framework import serializers
+
+from apps.core.text import storable_json_problem, storable_text
 
 from . import services
 from .models import Task, TaskFile, TaskFileRole
@@ -38,6 +40,7 @@ class TaskContext:
         self._last_progress_write = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self.outputs: list = []  # files this run saved: removed again unless it succeeds
 
     @property
     def task_id(self):
@@ -82,6 +85,7 @@ class TaskContext:
         from apps.files.services import stored_file_create
 
         stored_file = stored_file_create(owner=self.owner, name=name, content=content, content_type=content_type)
+        self.outputs.append(stored_file)
         TaskFile.objects.create(task_id=self.task_id, file=stored_file, role=TaskFileRole.OUTPUT)
         return stored_file
 
@@ -166,24 +170,36 @@ def execute(task_id, *, worker: str) -> str | None:
     status, error = _run(task)
     outcome = {"status": status, "duration_ms": round((time.monotonic() - started) * 1000)}
     if error:
-        outcome["error"] = error.split("\n", 1)[0][:300]
+        outcome["error"] = storable_text(error.split("\n", 1)[0][:300])
     (run_log.info if status in ("succeeded", "cancelled") else run_log.warning)("task_run_finished", **outcome)
     return status
 
 
 def _run(task: Task) -> tuple[str | None, str]:
-    """The kind's run and its recording: (the status it left, the error if it failed)."""
+    """The kind's run and its recording: (the status it left, the error if it failed).
+
+    Files the kind saved stay only if the run is recorded as succeeded: a failed, retried or
+    cancelled run, or one whose task was taken from it, leaves no outputs behind (the next
+    attempt writes its own)."""
     kind = get_kind(task.kind)
     if kind is None:
         error = f"UnknownKind: {task.kind!r} is not registered"
         return services.task_fail(task=task, error=error, permanent=True), error
 
+    context = TaskContext(task)
+    status, error = _run_kind(task, kind, context)
+    if context.outputs and status != "succeeded":
+        _discard_outputs(context.outputs)
+    return status, error
+
+
+def _run_kind(task: Task, kind, context: TaskContext) -> tuple[str | None, str]:
     lease_keeper.add(task)
     try:
         try:
             # The owner is read only if the payload needs it (file fields check ownership).
             payload = kind.load_payload(task.payload, owner=SimpleLazyObject(lambda: task.owner))
-            result = kind.func(TaskContext(task), payload)
+            result = kind.func(context, payload)
         finally:
             lease_keeper.remove(task)
     except TaskCancelled:
@@ -203,4 +219,44 @@ def _run(task: Task) -> tuple[str | None, str]:
             permanent=isinstance(exc, PermanentError),
         )
         return status, error
-    return ("succeeded" if services.task_succeed(task=task, result=result) else None), ""
+    # A result PostgreSQL's jsonb refuses would fail the finish write on every attempt alike:
+    # the run fails for good, with the place named. (One json.dumps and a scan when it is fine.)
+    problem = storable_json_problem(result, root="result")
+    if problem:
+        error = f"ResultNotStorable: {problem}"
+        return services.task_fail(task=task, error=error, permanent=True), error
+    return _record_success(task, result)
+
+
+def _record_success(task: Task, result) -> tuple[str | None, str]:
+    """The finish write; if it fails, the failure is recorded instead: never left `running`.
+
+    A refused write (DataError, IntegrityError...) would be refused again, so the task fails
+    for good; a lost connection is retried per the kind's policy, on a new connection."""
+    try:
+        if connection.in_atomic_block:  # (tests run the executor inside a transaction)
+            with transaction.atomic():  # a savepoint, so the failure below can still be written
+                done = services.task_succeed(task=task, result=result)
+        else:
+            done = services.task_succeed(task=task, result=result)
+    except Exception as exc:
+        logger.exception("task %s: recording its success failed; recording a failure instead", task.pk)
+        transient = isinstance(exc, OperationalError | InterfaceError)
+        if transient and not connection.in_atomic_block:
+            connection.close()
+        error = f"FinishNotRecorded: {type(exc).__name__}: {exc}"
+        status = services.task_fail(
+            task=task, error=error, traceback=traceback_module.format_exc(), permanent=not transient
+        )
+        return status, error
+    return ("succeeded" if done else None), ""
+
+
+def _discard_outputs(outputs: list) -> None:
+    from apps.files.services import stored_file_delete
+
+    for stored_file in outputs:
+        try:
+            stored_file_delete(stored_file=stored_file)
+        except Exception:
+            logger.exception("output file %s of a run that did not succeed could not be deleted", stored_file.pk)

@@ -22,6 +22,7 @@ from rest_framework import serializers
 
 from apps.core import metrics
 from apps.core.exceptions import Conflict, PayloadTooLarge
+from apps.core.text import storable_text
 
 from . import dispatch
 from .models import (
@@ -573,7 +574,7 @@ def task_report_progress(*, task: Task, progress: int, message: str) -> bool:
     return bool(
         Task.objects.filter(pk=task.pk, run_id=task.run_id, status=TaskStatus.RUNNING).update(
             progress=max(0, min(100, progress)),
-            progress_message=message[:300],
+            progress_message=storable_text(message[:300]),
             lease_expires_at=lease_expiry(now),
             updated_at=now,
         )
@@ -656,7 +657,11 @@ def _failure_fields(task: Task, *, error: str, traceback: str, permanent: bool, 
 
 
 def task_fail(*, task: Task, error: str, traceback: str = "", permanent: bool = False) -> str | None:
-    """Record a failed run: schedule a retry while attempts remain, else fail. Returns the new status."""
+    """Record a failed run: schedule a retry while attempts remain, else fail. Returns the new status.
+
+    The error and traceback quote what the kind raised, which may hold NUL or lone surrogates
+    (a CSV's header, say): those become U+FFFD, or the failure itself could not be recorded."""
+    error, traceback = storable_text(error), storable_text(traceback)
     now = timezone.now()
     to_status, fields = _failure_fields(task, error=error, traceback=traceback, permanent=permanent, now=now)
     message = f"Attempt {task.attempts} failed: {error.splitlines()[0] if error else ''}"[:500]

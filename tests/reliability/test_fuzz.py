@@ -7,9 +7,17 @@ says, invalid data rejected (4xx), and authentication not ignored (a request wit
 credentials is refused). Examples are derandomized (the same every run) and bounded per
 operation, so the run takes about a minute; set FUZZ_EXAMPLES for a longer hunt.
 
+A third pass is hostile: valid requests with one value (or key) swapped for text PostgreSQL
+cannot store (NUL, lone surrogates), numbers past every limit (1e400, 10**400), dates at the
+edges of the calendar and of UTC offsets, and zone names that are not canonical IANA zones,
+in the query or anywhere in the body. Schemathesis' own strings seldom hold these (it draws
+no surrogates at all), so they are put there. The only check: no 5xx.
+
 What the fuzzing found is pinned by explicit tests in test_fuzz_regressions.py.
 """
 
+import copy
+import json
 import os
 import socket
 import time
@@ -20,6 +28,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, transaction
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -38,6 +47,7 @@ from . import report
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "8"))
+HOSTILE_EXAMPLES = max(EXAMPLES // 2, 1)
 POSITIVE_CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -45,6 +55,83 @@ POSITIVE_CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
+
+
+# What a careless or hostile client puts where the schema says "string", "number" or "date-time".
+HOSTILE_TEXT = ["\x00", "a\x00b", "x\u0000"]
+HOSTILE_NUMBERS = [10**400, -(10**400), 2**63, -(2**63) - 1, 1.7976931348623157e308, -0.0]
+ODD_TIMES = [
+    "0001-01-01T00:00:00+14:00",  # before the first representable instant in UTC
+    "9999-12-31T23:59:59-14:00",  # after the last
+    "2024-06-01T12:00:00+23:59",
+    "2024-06-01T12:00:00-00:00",
+    "2024-02-30T00:00:00Z",
+    "2024-03-31T02:30:00",  # no offset: a time that does not exist in Europe/Berlin
+]
+ODD_ZONES = ["localtime", "posixrules", "Factory", "right/UTC", "Etc/GMT+14", "EST5EDT", "../../etc/passwd"]
+HOSTILE_QUERY_VALUES = [*HOSTILE_TEXT, *ODD_TIMES, *ODD_ZONES, "1e400", str(10**400), "-1"]
+# JSON carries lone surrogates as escapes ("\ud800"); the raw literal 1e400 decodes to infinity.
+HUGE_LITERAL = "<1e400>"
+HOSTILE_BODY_VALUES = [*HOSTILE_TEXT, "\ud800", "x\udfffy", *HOSTILE_NUMBERS, *ODD_TIMES, *ODD_ZONES, HUGE_LITERAL]
+HOSTILE_KEYS = ["\x00", "k\x00", "\ud800"]
+
+
+def _body_slots(body) -> list[tuple]:
+    """(container, key) for every value in a JSON body, and (dict, None) for a key to add."""
+    slots, stack = [], [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            slots += [(item, key) for key in item] + [(item, None)]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            slots += [(item, index) for index in range(len(item))]
+            stack.extend(item)
+    return slots
+
+
+@st.composite
+def hostile_cases(draw, operation):
+    """A valid case of `operation` with one query value, or body values and keys, made hostile:
+    one for sure, each other body value with even odds (one bad value is often refused before
+    the next is looked at). A body's `kind` becomes a real one with even odds: the generator
+    cannot know the kinds, and payloads of unknown kinds are refused before they are stored."""
+    case = draw(operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    json_body = "json" in (case.media_type or "") and isinstance(case.body, dict | list)
+    query = dict(case.query or {})
+    body = copy.deepcopy(case.body) if json_body else None
+    if isinstance(body, dict) and "kind" in body and draw(st.booleans()):
+        body["kind"] = "demo.noop"
+    slots = [(query, name) for name in query] + [(query, None)] + (_body_slots(body) if json_body else [])
+    first = draw(st.sampled_from(slots))
+    huge_literal = False
+    for container, key in slots:
+        if (container, key) != first and (first[0] is query or container is query or not draw(st.booleans())):
+            continue
+        in_query = container is query
+        value = draw(st.sampled_from(HOSTILE_QUERY_VALUES if in_query else HOSTILE_BODY_VALUES))
+        if key is None:
+            key = draw(st.sampled_from(HOSTILE_KEYS[:2] if in_query else HOSTILE_KEYS))
+        container[key] = value
+        huge_literal = huge_literal or value == HUGE_LITERAL
+    case.query = query
+    if json_body:
+        case.body = json.dumps(body).replace(json.dumps(HUGE_LITERAL), "1e400").encode() if huge_literal else body
+    return case
+
+
+class Hostile:
+    """fuzz()'s third mode: an operation whose cases are hostile_cases. (The loop in fuzz()
+    stays as it was: Hypothesis derives its derandomized seed from that code, and the
+    positive and negative passes should keep drawing the examples they always drew.)"""
+
+    value = "hostile"
+
+    def __init__(self, operation):
+        self.operation = operation
+
+    def as_strategy(self, generation_mode):
+        return hostile_cases(self.operation)
 
 
 @pytest.fixture
@@ -86,12 +173,12 @@ def api_schema(s3_storage, offline_dns, keep_test_connection):
 
 
 def fuzz(
-    schema, *, headers: dict, mode: GenerationMode, checks: list, examples: int = EXAMPLES
+    schema, *, headers: dict, mode: GenerationMode | type[Hostile], checks: list, examples: int = EXAMPLES
 ) -> tuple[int, list[str]]:
     """Run every operation with `examples` generated cases; returns (calls, failures)."""
     calls, failures = 0, []
     for result in schema.get_all_operations():
-        operation = result.ok()
+        operation = Hostile(result.ok()) if mode is Hostile else result.ok()
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @hypothesis_settings(
@@ -128,11 +215,14 @@ def test_fuzzing_as_a_signed_in_user_finds_nothing(api_schema, owner):
     negative_calls, negative_failures = fuzz(
         api_schema, headers=headers, mode=GenerationMode.NEGATIVE, checks=[not_a_server_error, negative_data_rejection]
     )
-    failures += negative_failures
+    hostile_calls, hostile_failures = fuzz(
+        api_schema, headers=headers, mode=Hostile, checks=[not_a_server_error], examples=HOSTILE_EXAMPLES
+    )
+    failures += negative_failures + hostile_failures
     report.record_check(
         "fuzz",
         {
-            "requests": positive_calls + negative_calls,
+            "requests": positive_calls + negative_calls + hostile_calls,
             "operations": len(list(api_schema.get_all_operations())),
             "examples_per_operation": EXAMPLES,
             "failures": len(failures),

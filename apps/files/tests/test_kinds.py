@@ -8,6 +8,7 @@ import json
 import pytest
 import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 
 from apps.core.testing import Worker, wait_for
 from apps.files import services
@@ -204,3 +205,58 @@ def test_the_files_admin_shows_which_tasks_use_a_file(client, staff, owner_api):
     page = client.get(f"/admin/files/storedfile/{file_id}/change/").content.decode()
     assert f"/admin/tasks/task/{task_id}/change/" in page
     assert "(input, queued)" in page
+
+
+# --- Results PostgreSQL cannot store (apps/core/text.py) -------------------------------------
+
+NUL_HEADER_CSV = b"city,pop\x00ulation\nBerlin,3850809\n"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_csv_report_whose_result_holds_a_nul_fails_once_and_leaves_no_outputs(owner_api, s3_storage, worker_env):
+    worker = Worker(worker_env | s3_storage.env, name="files-nul").start()
+    try:
+        file_id = upload(owner_api, content=NUL_HEADER_CSV)
+        input_keys = s3_storage.object_keys()
+        task_id = submit(owner_api, "files.csv_report", {"file": file_id}).json()["id"]
+        wait_for(lambda: Task.objects.get(pk=task_id).is_final, timeout=30, message="the failed report")
+        task = Task.objects.get(pk=task_id)
+        assert task.status == "failed"
+        assert task.attempts == 1  # it would fail again the same way: no retry
+        assert task.error == "ResultNotStorable: result.columns[1] contains NUL (\\u0000)"
+        assert task.result is None and task.lease_expires_at is None
+        assert list(StoredFile.objects.values_list("pk", flat=True)) == [task.file_links.get(role="input").file_id]
+        assert s3_storage.object_keys() == input_keys
+    finally:
+        worker.stop()
+
+
+@pytest.mark.django_db
+def test_a_finish_write_the_database_refuses_is_recorded_as_a_failure_and_its_outputs_removed(owner_api):
+    # Any error of the finish write, injected in the database itself (rolled back with the test).
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {Task._meta.db_table} ADD CONSTRAINT refuse_success CHECK (status <> 'succeeded')")
+    file_id = upload(owner_api)
+    task = run_in_process(submit(owner_api, "files.csv_report", {"file": file_id}).json()["id"])
+    assert task.status == "failed"
+    assert task.attempts == 1  # refused once, refused again: no retry
+    assert task.error.startswith("FinishNotRecorded: IntegrityError:")
+    assert not TaskFile.objects.filter(task=task, role="output").exists()
+    assert [str(pk) for pk in StoredFile.objects.values_list("pk", flat=True)] == [file_id]
+    assert list(task.events.values_list("to_status", flat=True)) == ["queued", "running", "failed"]
+
+
+@pytest.mark.django_db
+def test_errors_tracebacks_and_progress_messages_quoting_nul_or_surrogates_are_recorded_readably(owner_api):
+    from apps.tasks import services as task_services
+
+    task_id = submit(owner_api, "demo.noop", {}).json()["id"]
+    task = task_services.task_claim(task_id=task_id, worker="test-process")
+    assert task_services.task_report_progress(task=task, progress=50, message="row \x00 of \ud800")
+    assert Task.objects.get(pk=task_id).progress_message == "row \ufffd of \ufffd"
+    status = task_services.task_fail(task=task, error="KeyError: 'a\x00b'", traceback="\ud800", permanent=True)
+    assert status == "failed"
+    task = Task.objects.get(pk=task_id)
+    assert (task.error, task.traceback) == ("KeyError: 'a\ufffdb'", "\ufffd")
+    assert task.events.get(to_status="failed").message == "Attempt 1 failed: KeyError: 'a\ufffdb'"

@@ -147,11 +147,12 @@ def test_presign_never_uses_the_client_name_as_a_path(s3_storage, owner_api, own
 
 
 def test_presign_with_a_nul_in_the_name_is_refused(s3_storage, owner_api):
-    # DRF refuses NUL characters in any string field; the service would sanitise them too
-    # (see test_services), but an API client sending one has a bug worth hearing about.
+    # The API's JSON parser refuses NUL anywhere (apps/core/text.py); the service would sanitise
+    # it too (see test_services), but an API client sending one has a bug worth hearing about.
     response = presign(owner_api, name="evil\x00name.csv")
     assert response.status_code == 400
-    assert response.json()["error"]["fields"] == {"name": ["Null characters are not allowed."]}
+    message = "This value contains NUL (\\u0000), which cannot be stored."
+    assert response.json()["error"]["fields"] == {"name": [message]}
 
 
 @pytest.mark.parametrize(
