@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -49,13 +50,25 @@ class UserChangeList(ChangeList):
         self.result_list = users
 
 
-class TaskFlowUserCreationForm(UserCreationForm):
+class EmailFormMixin:
+    """Addresses are stored lowercased (as registration and the manager do), so `Bob@x.com`
+    cannot sit beside `bob@x.com`: the unique constraint alone compares them case-sensitively."""
+
+    def clean_email(self):
+        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        taken = User.objects.filter(email=email).exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise forms.ValidationError("A user with this email address already exists.")
+        return email
+
+
+class TaskFlowUserCreationForm(EmailFormMixin, UserCreationForm):
     class Meta:
         model = User
         fields = ("email", "full_name")
 
 
-class TaskFlowUserChangeForm(UserChangeForm):
+class TaskFlowUserChangeForm(EmailFormMixin, UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"

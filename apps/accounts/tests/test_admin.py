@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from apps.accounts import services
-from apps.accounts.models import ApiKey
+from apps.accounts.models import ApiKey, User
 from apps.core.models import AuditEntry
 from apps.tasks.models import Task
 
@@ -131,3 +131,39 @@ def test_api_key_list_and_page_show_the_key_without_its_secret(client, staff, ow
     page = client.get(reverse("admin:accounts_apikey_change", args=[key.pk])).content.decode()
     assert "deploy bot" in listing and key.prefix in listing and key.prefix in page
     assert raw not in listing and raw not in page and key.key_hash not in page
+
+
+def test_adding_a_user_whose_email_differs_only_in_case_is_refused(client, staff, owner):
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "email": "Owner@Example.COM",
+            "full_name": "Twin",
+            "password1": "a long passphrase 42",
+            "password2": "a long passphrase 42",
+            "usable_password": "true",
+        },
+    )
+    assert response.status_code == 200
+    assert "A user with this email address already exists." in response.content.decode()
+    assert list(User.objects.filter(email__iexact="owner@example.com").values_list("email", flat=True)) == [owner.email]
+
+
+def test_a_user_added_in_the_admin_is_stored_lowercased(client, staff):
+    client.force_login(staff)
+    response = client.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "email": "New.Person@Example.COM",
+            "full_name": "New",
+            "password1": "a long passphrase 42",
+            "password2": "a long passphrase 42",
+            "usable_password": "true",
+            # the API keys inline's management form, as the page sends it
+            "api_keys-TOTAL_FORMS": "0",
+            "api_keys-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert User.objects.filter(email="new.person@example.com").exists()
