@@ -41,7 +41,7 @@ format: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 
 # Benchmarks against bare Celery and a minimal DRF service, on PostgreSQL and Redis on
-# localhost (database taskflow_bench, Redis DB 8); then the README's Performance table.
+# localhost (database taskflow_bench, Redis DB 8); then the table in docs/performance.md.
 # BENCH_ARGS: --quick or --full, --rounds N, --only 1 2 ..., see `python -m bench.run --help`.
 BENCH_ARGS ?=
 bench: $(BIN)/.installed-dev

@@ -15,7 +15,7 @@ separate process, or from this process for the bulk and end-to-end rows; every l
 bounded in count and in time, and only 127.0.0.1 is ever a target.
 
 Writes bench/results/latest.json and latest.md; `python -m bench.readme` copies the table
-into the README's Performance section.
+into docs/performance.md.
 """
 
 import argparse

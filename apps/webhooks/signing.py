@@ -1,4 +1,4 @@
-"""How a delivery is signed, and how a receiver checks it (the README shows the same)."""
+"""How a delivery is signed, and how a receiver checks it (docs/api.md, "Webhooks", shows the same)."""
 
 import hashlib
 import hmac

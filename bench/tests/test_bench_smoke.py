@@ -71,12 +71,12 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     assert table.count("\n| ") >= len(PAIR_ROWS) + 3
 
 
-def test_the_readme_performance_section_is_the_latest_bench_table():
-    current = readme.README.read_text()
+def test_the_performance_page_shows_the_latest_bench_table():
+    current = readme.PAGE.read_text()
     assert readme.render(current, readme.LATEST.read_text()) == current, "run: python -m bench.readme"
 
 
-def test_the_readme_block_is_replaced_between_the_markers_only():
+def test_the_table_block_is_replaced_between_the_markers_only():
     text = f"intro\n{readme.START}\nold table\n{readme.END}\noutro\n"
     rendered = readme.render(text, "| new |\n")
     assert rendered.startswith(f"intro\n{readme.START}\n")

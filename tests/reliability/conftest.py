@@ -12,7 +12,7 @@ from .harness import RedisServer, worker_env_for
 
 @pytest.fixture(scope="session", autouse=True)
 def reliability_report():
-    """Figures recorded by the scenarios go to docs/reliability.json (and README) at the end."""
+    """Figures recorded by the scenarios go to docs/reliability.json (and docs/reliability.md) at the end."""
     yield report
     report.write()
 

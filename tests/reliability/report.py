@@ -1,10 +1,10 @@
-"""The reliability report: the suite writes docs/reliability.json, this renders README's table.
+"""The reliability report: the suite writes docs/reliability.json, this renders the table in docs/reliability.md.
 
-    python -m tests.reliability.report           # rewrite the table in README.md from the JSON
-    python -m tests.reliability.report --check   # exit 1 when README.md differs from the JSON
+    python -m tests.reliability.report           # rewrite the table in docs/reliability.md from the JSON
+    python -m tests.reliability.report --check   # exit 1 when docs/reliability.md differs from the JSON
 
 The suite calls `record()` for each scenario it ran and `write()` once at the end of the
-session, which also rewrites the table, so the README always shows the last run's figures.
+session, which also rewrites the table, so the page always shows the last run's figures.
 """
 
 import json
@@ -16,7 +16,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 REPORT_PATH = Path(os.environ.get("RELIABILITY_REPORT", BASE_DIR / "docs" / "reliability.json"))
-README_PATH = BASE_DIR / "README.md"
+PAGE_PATH = BASE_DIR / "docs" / "reliability.md"
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 
 # Table order and the words a reader sees; keys are what the tests record.
@@ -67,7 +67,7 @@ def record_check(key: str, figures: dict) -> None:
 
 
 def write() -> None:
-    """Merge the scenarios this session ran into the report, then re-render README's table."""
+    """Merge the scenarios this session ran into the report, then re-render the page's table."""
     if not (_pending or _pending_checks):
         return
     report = load()
@@ -79,7 +79,7 @@ def write() -> None:
     REPORT_PATH.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     _pending.clear()
     if REPORT_PATH == BASE_DIR / "docs" / "reliability.json":
-        update_readme()
+        update_page()
 
 
 def _seconds(value) -> str:
@@ -120,32 +120,32 @@ def _last_run(report: dict) -> str:
     return max(stamps) if stamps else "never"
 
 
-def rendered_readme(readme: str, report: dict) -> str:
-    before, found, rest = readme.partition(START)
+def rendered_page(page: str, report: dict) -> str:
+    before, found, rest = page.partition(START)
     if not found or END not in rest:
-        raise ValueError(f"README.md has no {START} ... {END} section")
+        raise ValueError(f"{PAGE_PATH.name} has no {START} ... {END} section")
     _, _, after = rest.partition(END)
     return f"{before}{START}\n{render_table(report)}\n{END}{after}"
 
 
-def update_readme(*, check: bool = False) -> bool:
-    """Rewrite (or, with check, compare) the table; True when README.md is up to date."""
-    current = README_PATH.read_text()
-    wanted = rendered_readme(current, load())
+def update_page(*, check: bool = False) -> bool:
+    """Rewrite (or, with check, compare) the table; True when docs/reliability.md is up to date."""
+    current = PAGE_PATH.read_text()
+    wanted = rendered_page(current, load())
     if check:
         return current == wanted
     if current != wanted:
-        README_PATH.write_text(wanted)
+        PAGE_PATH.write_text(wanted)
     return True
 
 
 def main(argv: list[str]) -> int:
     if "--check" in argv:
-        if update_readme(check=True):
+        if update_page(check=True):
             return 0
-        print("README.md's reliability table differs from docs/reliability.json: python -m tests.reliability.report")
+        print("docs/reliability.md's table differs from docs/reliability.json: python -m tests.reliability.report")
         return 1
-    update_readme()
+    update_page()
     return 0
 
 

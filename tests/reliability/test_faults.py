@@ -4,7 +4,7 @@ Each scenario submits a few hundred short tasks through the API to real `celery 
 processes on PostgreSQL and Redis, breaks something on purpose in the middle, plays beat
 (the reaper, every half second; workers hold 3-second leases, see conftest.worker_env)
 until every task is final, then audits the tasks and their TaskEvents (harness.account).
-The figures go to docs/reliability.json and README's "Reliability" table.
+The figures go to docs/reliability.json and the table in docs/reliability.md.
 
 Scenarios that restart, flush or stop Redis do it to a redis-server of their own, never to
 the shared one; the PostgreSQL scenario terminates only this suite's named connections.

@@ -1,10 +1,10 @@
-"""The README's reliability table is generated from docs/reliability.json, never edited by hand."""
+"""The reliability table in docs/reliability.md is generated from docs/reliability.json, never edited by hand."""
 
 from . import report
 
 
-def test_the_readme_table_is_the_rendering_of_the_report():
-    assert report.update_readme(check=True), "run: python -m tests.reliability.report"
+def test_the_table_in_the_reliability_page_is_the_rendering_of_the_report():
+    assert report.update_page(check=True), "run: python -m tests.reliability.report"
 
 
 def test_the_table_lists_every_scenario_and_says_when_one_has_not_run():
