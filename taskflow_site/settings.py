@@ -447,7 +447,7 @@ if PROMETHEUS_MULTIPROC_DIR:
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # Set: the web's /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
 # Unset: open, as for a scrape from inside the cluster. The worker's port is never
-# protected: keep it on the cluster network (see README "Monitoring").
+# protected: keep it on the cluster network (see docs/operating.md "Metrics").
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
 
 # --- Readiness ------------------------------------------------------------------------------

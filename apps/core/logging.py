@@ -67,9 +67,9 @@ def logging_config(*, log_format: str, level: str) -> dict:
         "loggers": {
             "django.db.backends": {"level": "WARNING"},
             "celery": {"level": level},
-            # One line per task run at INFO: django-structlog's task_succeeded (or failed), with
-            # the task's id, kind, attempt, duration and the submitting request's id. Celery's
-            # own "received" and "succeeded in" lines repeat it; they come back with debug.
+            # One line per task run at INFO: the executor's task_run_finished, with TaskFlow's
+            # own status, the task's id, kind, attempt, duration and the submitting request's id.
+            # Celery's own "received" and "succeeded in" lines repeat it; they come back with debug.
             "celery.worker.strategy": {"level": _at_least_warning(level)},
             "celery.app.trace": {"level": _at_least_warning(level)},
         },
