@@ -26,7 +26,9 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py ensure_demo_user
 	$(BIN)/python manage.py register_system_jobs
 	@echo "TaskFlow on http://127.0.0.1:$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
-	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	@# --env /dev/null: honcho would read a .env (the README's copy of .env.example for docker
+	@# compose: DEBUG=false, secure cookies) into web, worker and beat, but not into the steps above.
+	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile --env /dev/null
 
 test: $(BIN)/.installed-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=true \
