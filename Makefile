@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/taskflow
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint format migrate worker beat web clean bench
+.PHONY: run test lint lint-deploy format migrate worker beat web clean bench
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,15 +26,23 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py ensure_demo_user
 	$(BIN)/python manage.py register_system_jobs
 	@echo "TaskFlow on http://127.0.0.1:$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
-	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
+	@# --env /dev/null: honcho would read a .env (the README's copy of .env.example for docker
+	@# compose: DEBUG=false, secure cookies) into web, worker and beat, but not into the steps above.
+	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile --env /dev/null
 
 test: $(BIN)/.installed-dev
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=true \
 		$(BIN)/pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/.installed-dev
+lint: $(BIN)/.installed-dev lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The deployment files (docker-compose.yml, Dockerfile, deploy/k8s, Prometheus, Grafana) checked
+# offline against their schemas and against the code. Not part of `make test`'s run (pytest.ini
+# skips tests/deploy); CI runs it as a step of its own before the suite.
+lint-deploy: $(BIN)/.installed-dev
+	$(BIN)/pytest tests/deploy -q --durations=0 --durations-min=1
 
 format: $(BIN)/.installed-dev
 	$(BIN)/ruff check --fix .

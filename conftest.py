@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from apps.core.testing import Beat, Worker, process_starter
+from tests.support.processes import Beat, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
 

@@ -2,13 +2,22 @@ import hmac
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views import defaults
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from . import metrics as metrics_module
 from .health import run_checks
+from .stack import describe_stack
+
+
+@require_safe
+def home(request):
+    """Where `make run` points a newcomer: what is running, and the links to everything else."""
+    context = {"stack": describe_stack(), "api_version": settings.SPECTACULAR_SETTINGS["VERSION"]}
+    return render(request, "home.html", context)
 
 
 @never_cache

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from apps.core.testing import WebServer, Worker, gunicorn_command
+from tests.support.processes import WebServer, Worker, gunicorn_command
 
 from . import report
 from .harness import RedisServer, worker_env_for

@@ -18,10 +18,10 @@ import pytest
 import redis
 from kombu import pools as kombu_pools
 
-from apps.core.testing import free_port
 from apps.tasks import services
 from apps.tasks.models import FINAL_STATUSES, Task, TaskEvent, TaskStatus
 from taskflow_site.celery import app as celery_app
+from tests.support.processes import free_port
 
 BULK = "/api/tasks/bulk/"
 # Workers started by this suite name their PostgreSQL connections, so the PostgreSQL fault

@@ -161,7 +161,8 @@ API = {
     },
     "schema": {"GET": ("/api/schema/", None, ALL_OK)},
     "docs": {"GET": ("/api/docs/", None, ALL_OK)},
-    # Outside /api/: probes and metrics are open (the network keeps /metrics private).
+    # Outside /api/: the landing page, probes and metrics are open (the network keeps /metrics private).
+    "home": {"GET": ("/", None, ALL_OK)},
     "healthz": {"GET": ("/healthz", None, ALL_OK)},
     "readyz": {"GET": ("/readyz", None, ALL_OK)},
     "metrics": {"GET": ("/metrics", None, ALL_OK)},

@@ -18,8 +18,8 @@ import pytest
 from django.db import connection
 
 from apps.accounts.services import api_key_create
-from apps.core.testing import http, wait_for
 from apps.tasks.models import Task, TaskStatus
+from tests.support.processes import http, wait_for
 
 from . import report
 from .harness import (

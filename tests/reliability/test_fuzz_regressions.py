@@ -25,10 +25,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.core.testing import free_port
 from apps.tasks import dispatch, services
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.tests.test_services import broker_messages
+from tests.support.processes import free_port
 
 from .harness import broker_at
 

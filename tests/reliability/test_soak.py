@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from apps.accounts.services import api_key_create
-from apps.core.testing import HttpResponse, http
+from tests.support.processes import HttpResponse, http
 
 from . import report
 from .harness import account, drain, tree_rss_kib

@@ -1,6 +1,6 @@
 import pytest
 
-from apps.core.testing import wait_for
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from apps.core.testing import WebServer, process_starter
+from tests.support.processes import WebServer, process_starter
 
 
 @pytest.fixture

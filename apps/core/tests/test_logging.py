@@ -9,8 +9,8 @@ import structlog
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from apps.core.logging import logging_config
-from apps.core.testing import Worker, gunicorn_command, http, wait_for
 from apps.tasks.models import Task
+from tests.support.processes import Worker, gunicorn_command, http, wait_for
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 

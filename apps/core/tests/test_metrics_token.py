@@ -2,7 +2,7 @@
 
 import pytest
 
-from apps.core.testing import gunicorn_command, http
+from tests.support.processes import gunicorn_command, http
 
 pytestmark = pytest.mark.django_db
 

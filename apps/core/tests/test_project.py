@@ -1,5 +1,6 @@
 """Project-wide promises: deploy checks, the OpenAPI schema, the docs UI without a CDN."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -62,3 +63,18 @@ def test_docs_ui_loads_its_assets_locally(api):
     assert "swagger-ui" in html
     assert "cdn" not in html.lower()
     assert "/static/drf_spectacular_sidecar/" in html
+
+
+def test_no_product_module_imports_the_test_support_code():
+    # The image leaves tests/ out (.dockerignore): no product module may need it.
+    product = [*(BASE_DIR / "apps").rglob("*.py"), *(BASE_DIR / "taskflow_site").rglob("*.py")]
+    offenders = []
+    for path in product:
+        if "tests" in path.relative_to(BASE_DIR).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            offenders += [f"{path.relative_to(BASE_DIR)}: {name}" for name in names if name.split(".")[0] == "tests"]
+    assert offenders == []

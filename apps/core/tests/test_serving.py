@@ -3,8 +3,8 @@
 import pytest
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.core.testing import free_port, gunicorn_command, http, uvicorn_command
 from apps.tasks.models import Task
+from tests.support.processes import free_port, gunicorn_command, http, uvicorn_command
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,9 +14,9 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from apps.core import throttling
-from apps.core.testing import gunicorn_command, http
 from apps.core.tests.test_project import run_manage
 from conftest import PASSWORD
+from tests.support.processes import gunicorn_command, http
 
 KINDS = "/api/kinds/"
 TOKEN = "/api/auth/token/"

@@ -10,11 +10,11 @@ import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
-from apps.core.testing import Worker, wait_for
 from apps.files import services
 from apps.files.models import StoredFile
 from apps.tasks import executor
 from apps.tasks.models import Task, TaskFile
+from tests.support.processes import Worker, wait_for
 
 CSV = b"city,population,mayor\nBerlin,3850809,Wegner\nHamburg,1945532,\nMunich,1512491,Reiter\nBerlin,3850809,Wegner\n"
 

@@ -10,9 +10,9 @@ import pytest
 from django.conf import settings
 
 from apps.accounts.services import api_key_create
-from apps.core.testing import WebServer, gunicorn_command, http, process_starter
 from apps.files.services import stored_file_create
 from conftest import S3Bucket
+from tests.support.processes import WebServer, gunicorn_command, http, process_starter
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from apps.core.testing import wait_for
 from apps.tasks import services
 from apps.tasks.models import Task, TaskStatus
 from conftest import PASSWORD
+from tests.support.processes import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"

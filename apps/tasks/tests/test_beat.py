@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from apps.core.testing import wait_for
 from apps.tasks.models import Schedule, Task
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,10 @@ import time
 import pytest
 from django.utils import timezone
 
-from apps.core.testing import wait_for
 from apps.tasks import services
 from apps.tasks.models import Task, TaskStatus
 from apps.tasks.tests.test_services import broker_messages
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from apps.core.testing import wait_for
 from apps.tasks import dispatch
 from apps.tasks.models import Task, TaskStatus
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.core.testing import wait_for
 from apps.tasks.models import Task
 from apps.webhooks import services, signing
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from tests.support.processes import wait_for
 
 WEBHOOKS = "/api/webhooks/"
 DELIVERIES = "/api/webhook-deliveries/"

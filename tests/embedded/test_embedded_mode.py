@@ -1,0 +1,149 @@
+"""The embedded default for real: SQLite, the on-disk broker, a celery worker and beat, gunicorn.
+
+Started as `make run` starts it (tests/embedded/stack.py) and driven only over HTTP, as a
+newcomer's first session would: log in as the demo user, run tasks, retry, cancel, schedule.
+"""
+
+import re
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from http.cookiejar import CookieJar
+
+import pytest
+from django.utils import timezone
+
+from tests.support.processes import http, wait_for
+
+from .stack import EmbeddedStack
+
+pytestmark = pytest.mark.embedded
+
+DEMO_EMAIL, DEMO_PASSWORD = "admin@taskflow.local", "taskflow-admin"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = EmbeddedStack(tmp_path_factory.mktemp("embedded-var"))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def call(stack):
+    """An HTTP call to the stack as the demo staff user, through a JWT from /api/auth/token/."""
+    response = http("POST", stack.url("/api/auth/token/"), json_body={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
+    assert response.status == 200, response.body
+    headers = {"Authorization": f"Bearer {response.json()['access']}"}
+
+    def call(method: str, path: str, body=None):
+        return http(method, stack.url(path), headers=headers, json_body=body)
+
+    return call
+
+
+def submit(call, **body) -> dict:
+    response = call("POST", "/api/tasks/", body)
+    assert response.status == 201, response.body
+    return response.json()
+
+
+def final_state(call, task_id: str, timeout: float = 30) -> dict:
+    def finished():
+        task = call("GET", f"/api/tasks/{task_id}/").json()
+        return task if task["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(finished, timeout=timeout, interval=0.3, message=f"task {task_id} to finish")
+
+
+def test_the_landing_page_and_the_health_checks_answer(stack):
+    landing = http("GET", stack.url("/"))
+    assert landing.status == 200
+    assert b">embedded<" in landing.body and b"SQLite" in landing.body
+    assert http("GET", stack.url("/healthz")).status == 200
+    ready = http("GET", stack.url("/readyz"))
+    assert ready.status == 200, ready.body
+    assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "broker": "ok"}
+
+
+def test_a_submitted_task_runs_on_the_worker_and_succeeds(call):
+    task = submit(call, kind="demo.noop", payload={"echo": "hello"})
+    finished = final_state(call, task["id"])
+    assert finished["status"] == "succeeded", finished
+    assert finished["result"] == {"echo": "hello"}
+
+
+def test_a_failing_task_is_retried_automatically_and_then_succeeds(call):
+    task = submit(call, kind="demo.fail", payload={"failures": 1})
+    finished = final_state(call, task["id"])
+    assert finished["status"] == "succeeded", finished
+    assert finished["attempts"] == 2
+    events = [event["to_status"] for event in call("GET", f"/api/tasks/{task['id']}/events/").json()]
+    assert "retrying" in events
+
+
+def test_a_task_that_has_not_started_is_cancelled(call):
+    later = (timezone.now() + timedelta(hours=1)).isoformat()
+    task = submit(call, kind="demo.noop", run_at=later)
+    response = call("POST", f"/api/tasks/{task['id']}/cancel/", {"reason": "changed my mind"})
+    assert response.status == 200, response.body
+    assert call("GET", f"/api/tasks/{task['id']}/").json()["status"] == "cancelled"
+
+
+def test_a_schedule_run_now_starts_a_task_that_succeeds(call):
+    response = call(
+        "POST", "/api/schedules/", {"name": "nightly", "kind": "demo.noop", "cron": "30 2 * * *", "payload": {}}
+    )
+    assert response.status == 201, response.body
+    run = call("POST", f"/api/schedules/{response.json()['id']}/run/", {"reason": "try it"})
+    assert run.status == 201, run.body
+    assert final_state(call, run.json()["id"])["status"] == "succeeded"
+
+
+def test_tasks_submitted_by_several_clients_at_once_all_succeed_without_waiting_on_the_broker(call):
+    # Four web threads and two worker processes writing to the one SQLite file together.
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        tasks = list(pool.map(lambda n: submit(call, kind="demo.noop", payload={"n": n}), range(24)))
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda task: final_state(call, task["id"], timeout=45)["status"], tasks))
+    assert statuses == ["succeeded"] * len(tasks)
+    # With kombu's default polling (1 s) each of the worker's two slots ran one task a second:
+    # 12 s for these; about 2 s since settings poll the queue folder every 0.1 s.
+    assert time.monotonic() - started < 8
+
+
+def admin_session(stack):
+    """A browser-like opener signed in to the admin as the demo user (session cookie, CSRF token)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    login_page = opener.open(stack.url("/admin/login/"), timeout=30).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page).group(1)
+    form = {"csrfmiddlewaretoken": token, "username": DEMO_EMAIL, "password": DEMO_PASSWORD, "next": "/admin/"}
+    signed_in = opener.open(stack.url("/admin/login/"), data=urllib.parse.urlencode(form).encode(), timeout=30)
+    assert signed_in.url == stack.url("/admin/"), "the demo user could not sign in to the admin"
+    return opener
+
+
+def test_the_demo_user_works_in_the_admin_task_list_task_page_dashboard_and_schedules(stack, call):
+    task = submit(call, kind="demo.noop", payload={"echo": "admin"})
+    final_state(call, task["id"])
+    opener = admin_session(stack)
+    for path in [
+        "/admin/tasks/task/",
+        f"/admin/tasks/task/{task['id']}/change/",
+        "/admin/tasks/task/dashboard/",
+        "/admin/tasks/schedule/",
+    ]:
+        with opener.open(stack.url(path), timeout=30) as response:
+            assert response.status == 200, path
+    workers = opener.open(stack.url("/admin/tasks/task/dashboard/workers/"), timeout=30).read().decode()
+    assert "Worker inspection needs Redis as the broker" in workers
+
+
+def test_no_process_met_a_locked_database(stack):
+    # Last in the module: web, worker and beat have all written to the one SQLite file by now.
+    assert "database is locked" not in stack.read_log()
