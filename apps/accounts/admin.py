@@ -3,11 +3,10 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
-from django.db import transaction
 from django.db.models import Count
 from django.utils.html import format_html_join
 
-from apps.core.services import audit_record
+from apps.core.services import audited
 from apps.tasks.models import Task, TaskStatus
 
 from . import services
@@ -16,20 +15,18 @@ from .models import ApiKey, User
 
 def revoke_api_keys(*, keys, actor, reason: str = "") -> int:
     """Revoke the active keys among `keys` and record it in the audit trail."""
-    revoked = []
-    with transaction.atomic():
+    with audited(user=actor, action="api_key.revoke", reason=reason, object_type="accounts.apikey") as audit:
+        revoked = []
         for api_key in keys.filter(revoked_at__isnull=True).select_related("user"):
             services.api_key_revoke(api_key=api_key)
             revoked.append(api_key)
         if revoked:
-            audit_record(
-                user=actor,
-                action="api_key.revoke",
-                reason=reason,
-                object_type="accounts.apikey",
+            audit.update(
                 object_ids=[api_key.pk for api_key in revoked],
                 details={"keys": [f"{api_key.user.email}: {api_key.prefix}" for api_key in revoked]},
             )
+        else:
+            audit.discard()
     return len(revoked)
 
 

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from apps.core.exceptions import Conflict
-from apps.core.services import audit_record
+from apps.core.services import audit_record, audited
 
 from . import services
 from .models import RETRYABLE_STATUSES, WAITING_STATUSES, Task, TaskStatus
@@ -78,15 +78,15 @@ def tasks_bulk_action(*, action: str, queryset, actor, reason: str = "", source:
         from .tasks import bulk_task_action
 
         messages = [task_ids[i : i + MESSAGE_SIZE] for i in range(0, len(task_ids), MESSAGE_SIZE)]
-        with transaction.atomic():
-            entry = audit_record(
-                user=actor,
-                action=f"task.bulk_{action}",
-                reason=reason,
-                object_type="tasks.task",
-                object_ids=task_ids,
-                details=details | {"mode": "background", "messages": len(messages)},
-            )
+        with audited(
+            user=actor,
+            action=f"task.bulk_{action}",
+            reason=reason,
+            object_type="tasks.task",
+            object_ids=task_ids,
+            details=details | {"mode": "background", "messages": len(messages)},
+        ) as audit:
+            entry = audit.record()  # the messages name it
             for part, ids in enumerate(messages, 1):
                 transaction.on_commit(
                     lambda ids=ids, part=part: bulk_task_action.delay(
@@ -101,7 +101,8 @@ def tasks_bulk_action(*, action: str, queryset, actor, reason: str = "", source:
                 )
         outcome.in_background = True
         return outcome
-    # Each batch commits on its own; the audit row follows with what was really done.
+    # Each batch commits on its own (one transaction around them all would grow huge): the
+    # audit row follows alone, with what was really done.
     outcome.done, outcome.skipped = tasks_apply(action=action, task_ids=task_ids, actor=actor, reason=reason)
     audit_record(
         user=actor,

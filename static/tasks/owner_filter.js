@@ -1,25 +1,12 @@
-// The task list's owner filter: the admin's own select2, fed by TaskAdmin's owner search.
-// Choosing an owner submits the little form (which carries the list's other filters).
+// The task list's owner filter: Django's autocomplete select (admin/js/autocomplete.js sets
+// it up). Choosing or clearing an owner submits the little form, which carries the list's
+// other filters. select2 reports the choice as a jQuery event, hence django.jQuery.
 (function () {
   "use strict";
   function start() {
     const $ = window.django && window.django.jQuery;
-    if (!$ || !$.fn.select2) return;
-    $(".tf-owner-filter").each(function () {
-      const select = $(this);
-      select.select2({
-        allowClear: true,
-        width: "100%",
-        placeholder: select.data("placeholder"),
-        ajax: {
-          url: select.data("ajax--url"),
-          dataType: "json",
-          delay: 250,
-          data: function (params) { return { term: params.term || "", page: params.page || 1 }; }
-        }
-      });
-      select.on("change", function () { select.closest("form").trigger("submit"); });
-    });
+    if (!$) return;
+    $(".tf-owner-filter").on("change", function () { $(this).closest("form").trigger("submit"); });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();

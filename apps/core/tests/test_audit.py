@@ -1,10 +1,10 @@
-"""The audit trail: the audit_record service and its read-only admin."""
+"""The audit trail: the audit_record and audited services and its read-only admin."""
 
 import pytest
 from django.urls import reverse
 
 from apps.core.models import AUDIT_MAX_IDS, AuditEntry
-from apps.core.services import audit_record
+from apps.core.services import audit_record, audited
 from apps.tasks.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +35,29 @@ def test_audit_record_keeps_the_full_count_and_a_capped_list_of_ids(operator):
 def test_audit_record_takes_a_count_when_the_ids_were_not_all_loaded(operator):
     entry = audit_record(user=operator, action="x", object_type="tasks.task", object_ids=["a"], object_count=9)
     assert (entry.object_count, entry.object_ids) == (9, ["a"])
+
+
+def test_audited_stores_the_write_and_its_entry_with_what_the_write_decided(operator, owner):
+    with audited(user=operator, action="task.copy", reason="again", object_type="tasks.task") as audit:
+        task = Task.objects.create(owner=owner, kind="demo.noop")
+        audit.update(object_ids=[task.pk], details={"copy": str(task.pk)})
+    entry = AuditEntry.objects.get()
+    assert (entry.action, entry.reason, entry.object_ids) == ("task.copy", "again", [str(task.pk)])
+    assert entry.details == {"copy": str(task.pk)} and Task.objects.filter(pk=task.pk).exists()
+
+
+def test_a_write_that_fails_inside_audited_leaves_neither_the_write_nor_the_entry(operator, owner):
+    with pytest.raises(RuntimeError), audited(user=operator, action="task.copy", object_type="tasks.task"):
+        Task.objects.create(owner=owner, kind="demo.noop")
+        raise RuntimeError("the service refused")
+    assert not Task.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_a_discarded_audit_stores_no_entry_and_keeps_the_write(operator, owner):
+    with audited(user=operator, action="api_key.revoke", object_type="accounts.apikey") as audit:
+        Task.objects.create(owner=owner, kind="demo.noop")
+        audit.discard()
+    assert Task.objects.count() == 1 and not AuditEntry.objects.exists()
 
 
 @pytest.fixture

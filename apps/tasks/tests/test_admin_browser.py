@@ -137,3 +137,19 @@ def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, liv
     screenshot(page, "05-dashboard")
     page.click("#refresh-toggle")  # leave the browser's storage as it was
     assert page.inner_text("#refresh-state").startswith("Refreshing every")
+
+
+def test_an_operator_picks_an_owner_in_the_filter_and_the_list_narrows_to_their_tasks(
+    browser, live_server, operator, owner, other_user
+):
+    Task.objects.create(owner=owner, kind="demo.noop", title="Owner's export")
+    theirs = Task.objects.create(owner=other_user, kind="demo.noop", title="Other's export")
+    page = log_in(browser, live_server, operator)
+    page.click("#changelist-filter .tf-owner-filter-form .select2-selection")
+    page.fill(".select2-search__field", "other@")
+    page.click(".select2-results__option:has-text('other@example.com')")
+    page.wait_for_url(f"**owner={other_user.pk}**")
+    assert page.locator("#result_list tbody tr").count() == 1
+    assert page.locator(f"#result_list code[title='{theirs.pk}']").count() == 1
+    assert "other@example.com" in page.inner_text("#changelist-filter .select2-selection")
+    screenshot(page, "06-operator-owner-filter")

@@ -4,19 +4,18 @@ Edits go through schedule_services (validation, the celery-beat mirror) like the
 stock django-celery-beat admin stays for the system jobs.
 """
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 from rest_framework import serializers
 
-from apps.core.services import audit_record
+from apps.core.services import audited
 
-from . import cron, schedule_services
-from .forms import TaskActionForm
-from .models import Schedule
-from .schedule_services import ScheduleSpec
+from .. import cron, schedule_services
+from ..forms import TaskActionForm
+from ..models import Schedule
+from ..schedule_services import ScheduleSpec
+from .errors import add_schedule_errors
 
 RUNS_SHOWN = 20
 PREVIEW_COUNT = 10
@@ -54,9 +53,7 @@ class ScheduleForm(forms.ModelForm):
         try:
             schedule_services.schedule_validate(owner=owner, spec=self.spec(), exclude_pk=self.instance.pk)
         except serializers.ValidationError as exc:
-            for field, messages_ in exc.detail.items():
-                texts = messages_ if isinstance(messages_, list) else [json.dumps(messages_)]
-                self.add_error(field if field in self.fields else None, [str(text) for text in texts])
+            add_schedule_errors(self, exc)
         return cleaned
 
     def validate_unique(self):
@@ -126,22 +123,25 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         spec = form.spec()
-        if change:
-            schedule = schedule_services.schedule_update(schedule=obj, spec=spec)
-        else:
-            schedule = schedule_services.schedule_create(owner=form.cleaned_data["owner"], spec=spec)
-            obj.pk = schedule.pk
-        audit_record(
+        with audited(
             user=request.user,
             action="schedule.change" if change else "schedule.create",
             object_type="tasks.schedule",
-            object_ids=[schedule.pk],
             details={"changed": form.changed_data},
-        )
+        ) as audit:
+            if change:
+                schedule = schedule_services.schedule_update(schedule=obj, spec=spec)
+            else:
+                schedule = schedule_services.schedule_create(owner=form.cleaned_data["owner"], spec=spec)
+                obj.pk = schedule.pk
+            audit.update(object_ids=[schedule.pk])
 
     def delete_model(self, request, obj):
-        audit_record(user=request.user, action="schedule.delete", object_type="tasks.schedule", object_ids=[obj.pk])
-        schedule_services.schedule_delete(schedule=obj)
+        with audited(
+            user=request.user, action="schedule.delete", object_type="tasks.schedule", object_ids=[obj.pk]
+        ) as audit:
+            audit.record()  # before the delete, while the schedule's id is still its own
+            schedule_services.schedule_delete(schedule=obj)
 
     def delete_queryset(self, request, queryset):
         for schedule in queryset:
@@ -153,42 +153,33 @@ class ScheduleAdmin(admin.ModelAdmin):
     def _reason(self, request) -> str:
         return (request.POST.get("reason") or "").strip()[:500]
 
-    @admin.action(description="Run selected schedules now", permissions=["run"])
-    def run_now(self, request, queryset):
-        tasks = [schedule_services.schedule_run_now(schedule=s, actor=request.user) for s in queryset]
-        audit_record(
+    def _audited(self, request, queryset, *, action: str, reason: str):
+        return audited(
             user=request.user,
-            action="schedule.run_now",
-            reason=self._reason(request),
+            action=action,
+            reason=reason,
             object_type="tasks.schedule",
             object_ids=queryset.values_list("pk", flat=True),
-            details={"tasks": [str(task.pk) for task in tasks]},
         )
+
+    @admin.action(description="Run selected schedules now", permissions=["run"])
+    def run_now(self, request, queryset):
+        with self._audited(request, queryset, action="schedule.run_now", reason=self._reason(request)) as audit:
+            tasks = [schedule_services.schedule_run_now(schedule=s, actor=request.user) for s in queryset]
+            audit.update(details={"tasks": [str(task.pk) for task in tasks]})
         self.message_user(request, f"Submitted {len(tasks)} run(s).", messages.SUCCESS)
 
     @admin.action(description="Pause selected schedules (give a reason)", permissions=["run"])
     def pause(self, request, queryset):
         reason = self._reason(request) or f"Paused by {request.user}"
-        for schedule in queryset:
-            schedule_services.schedule_pause(schedule=schedule, reason=reason)
-        audit_record(
-            user=request.user,
-            action="schedule.pause",
-            reason=reason,
-            object_type="tasks.schedule",
-            object_ids=queryset.values_list("pk", flat=True),
-        )
+        with self._audited(request, queryset, action="schedule.pause", reason=reason):
+            for schedule in queryset:
+                schedule_services.schedule_pause(schedule=schedule, reason=reason)
         self.message_user(request, f"Paused {queryset.count()} schedule(s).", messages.SUCCESS)
 
     @admin.action(description="Resume selected schedules", permissions=["run"])
     def resume(self, request, queryset):
-        for schedule in queryset:
-            schedule_services.schedule_resume(schedule=schedule)
-        audit_record(
-            user=request.user,
-            action="schedule.resume",
-            reason=self._reason(request),
-            object_type="tasks.schedule",
-            object_ids=queryset.values_list("pk", flat=True),
-        )
+        with self._audited(request, queryset, action="schedule.resume", reason=self._reason(request)):
+            for schedule in queryset:
+                schedule_services.schedule_resume(schedule=schedule)
         self.message_user(request, f"Resumed {queryset.count()} schedule(s).", messages.SUCCESS)

@@ -1,0 +1,17 @@
+"""The operators' admin for the tasks app, one module per model plus the task list's pages.
+
+- task.py: the task list and the read-only task page (TaskAdmin)
+- pages.py: the dashboard, the task page's buttons, bulk retry/cancel, "retry all matching"
+- filters.py: the task list's filters, with the owner autocomplete
+- schedule.py: user schedules (ScheduleAdmin), results.py: django-celery-results with a retry
+- errors.py: service validation errors as form errors
+
+Every staff write goes through apps.core.services.audited (the write and its AuditEntry in
+one transaction). Importing the modules registers their ModelAdmins.
+"""
+
+from .results import TaskResultAdmin
+from .schedule import ScheduleAdmin
+from .task import TaskAdmin
+
+__all__ = ["ScheduleAdmin", "TaskAdmin", "TaskResultAdmin"]
