@@ -505,7 +505,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # The daily clean-up of pending uploads is "taskflow-delete-stale-pending-uploads" in
 # CELERY_BEAT_SCHEDULE above.
 
-# --- Operator admin (apps/tasks/admin.py) ---------------------------------------------
+# --- Operator admin (apps/tasks/admin/) ---------------------------------------------
 # Bulk retry/cancel of more tasks than this is handed to a Celery task instead of the request.
 TASK_ADMIN_BULK_INLINE_MAX = 1000
 # The dashboard's aggregates and worker inspection are cached this long (seconds): the last
