@@ -12,10 +12,9 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.core import metrics
 from apps.core.testing import Worker, free_port, gunicorn_command, http, serving_pids, wait_for
 from apps.core.tests.test_deploy_files import KNOWN_METRICS
-from apps.tasks import services
+from apps.tasks import metrics, services
 from apps.tasks.models import Task, TaskStatus
 
 TASKS = "/api/tasks/"
