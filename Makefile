@@ -30,13 +30,16 @@ run: $(BIN)/.installed
 	@# compose: DEBUG=false, secure cookies) into web, worker and beat, but not into the steps above.
 	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile --env /dev/null
 
+# The import contracts (pyproject.toml) first: a wrong-way import fails in seconds, not after the suite.
 test: $(BIN)/.installed-dev
+	$(BIN)/lint-imports
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=true \
 		$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The deployment files (docker-compose.yml, Dockerfile, deploy/k8s, Prometheus, Grafana) checked
 # offline against their schemas and against the code. Not part of `make test`'s run (pytest.ini

@@ -255,7 +255,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     # drf-spectacular's, plus the error responses every operation can give (apps/core/schema.py).
     "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
-    "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "apps.core.api_errors.api_exception_handler",
     # Rates per bucket: RATE_LIMITS below. register/token/token refresh use AuthRateThrottle.
     "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

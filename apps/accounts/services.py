@@ -2,7 +2,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework import serializers
+
+from apps.core.exceptions import InvalidInput
 
 from .models import ApiKey, User, generate_api_key, hash_api_key
 
@@ -16,12 +17,12 @@ def user_register(*, email: str, password: str, full_name: str = "") -> User:
 
     email = User.objects.normalize_email(email).lower()
     if User.objects.filter(email__iexact=email).exists():
-        raise serializers.ValidationError({"email": [DUPLICATE_EMAIL_MESSAGE]})
+        raise InvalidInput({"email": [DUPLICATE_EMAIL_MESSAGE]})
     candidate = User(email=email, full_name=full_name)
     try:
         validate_password(password, user=candidate)
     except DjangoValidationError as exc:
-        raise serializers.ValidationError({"password": list(exc.messages)}) from None
+        raise InvalidInput({"password": list(exc.messages)}) from None
     try:
         # A concurrent registration of the same address can pass the check above; the
         # unique index settles it, and the loser gets the same answer as a plain duplicate.
@@ -30,7 +31,7 @@ def user_register(*, email: str, password: str, full_name: str = "") -> User:
     except IntegrityError:
         if not User.objects.filter(email__iexact=email).exists():
             raise
-        raise serializers.ValidationError({"email": [DUPLICATE_EMAIL_MESSAGE]}) from None
+        raise InvalidInput({"email": [DUPLICATE_EMAIL_MESSAGE]}) from None
     send_welcome_email.delay_on_commit(user.pk)
     return user
 

@@ -1,98 +1,111 @@
-"""Domain errors and the one DRF exception handler that gives every API error one shape.
+"""Domain errors: what a service raises when it refuses an operation, in plain Python.
 
-    {"error": {"code": "conflict", "message": "...", "fields": {"payload": ["..."]}}}
-
-Services raise these; views never build error responses by hand.
+Services, selectors and Celery tasks raise these; they know nothing of HTTP or forms. The
+API turns them into one JSON shape and status (apps/core/api_errors.py), the admin into form
+errors and messages (apps/core/admin_errors.py). Each has a stable `code`, which the API
+sends to clients, and a `message` for people.
 """
 
-from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import Http404
-from rest_framework import exceptions, status
-from rest_framework.views import exception_handler
+
+class DomainError(Exception):
+    """Base of every refusal a caller can show to a person."""
+
+    code = "error"
+    default_message = "The operation was refused."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None):
+        self.message = str(message) if message else self.default_message
+        if code:
+            self.code = code
+        super().__init__(self.message)
+
+    @property
+    def detail(self):
+        """The message (InvalidInput: the fields), under the name DRF's exceptions give it, so code that
+        handles both (while apps/tasks/services.py still raises DRF's ValidationError) reads either."""
+        return self.message
 
 
-class Conflict(exceptions.APIException):
+class InvalidInput(DomainError):
+    """The input cannot be used: messages per field, or for the input as a whole.
+
+    `InvalidInput({"email": ["Taken."]})` names fields; `InvalidInput("Not a public address.")`
+    is about the whole input and lands under NON_FIELD.
+    """
+
+    NON_FIELD = "non_field_errors"
+    code = "invalid"
+    default_message = "Invalid input."
+
+    def __init__(self, fields: dict | list | str, *, code: str | None = None):
+        if not isinstance(fields, dict):
+            fields = {self.NON_FIELD: fields}
+        self.fields = {str(name): _messages(value) for name, value in fields.items()}
+        super().__init__(first_message(self.fields), code=code)
+
+    @property
+    def messages(self) -> list[str]:
+        """Every message, without the field names (for a check that validates one value)."""
+        return [message for messages in self.fields.values() for message in messages]
+
+    @property
+    def detail(self):
+        return self.fields
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    default_message = "Not found."
+
+
+class Forbidden(DomainError):
+    code = "permission_denied"
+    default_message = "You do not have permission to perform this action."
+
+
+class Conflict(DomainError):
     """The object's current state does not allow the operation."""
 
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object's current state does not allow this."
-    default_code = "conflict"
+    code = "conflict"
+    default_message = "The object's current state does not allow this."
 
 
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is too large."
-    default_code = "payload_too_large"
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    default_message = "The request body is too large."
 
 
-class NotSupported(exceptions.APIException):
+class NotSupported(DomainError):
     """This deployment cannot do what was asked (e.g. presigned uploads without S3)."""
 
-    status_code = status.HTTP_501_NOT_IMPLEMENTED
-    default_detail = "This server does not support the operation."
-    default_code = "not_supported"
+    code = "not_supported"
+    default_message = "This server does not support the operation."
 
 
-class ServiceUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "A service TaskFlow depends on is unavailable; try again shortly."
-    default_code = "service_unavailable"
+class ServiceUnavailable(DomainError):
+    code = "service_unavailable"
+    default_message = "A service TaskFlow depends on is unavailable; try again shortly."
 
 
-def _flatten(detail):
-    """Turn DRF's nested ErrorDetail structures into plain strings, lists and dicts."""
-    if isinstance(detail, dict):
-        return {key: _flatten(value) for key, value in detail.items()}
-    if isinstance(detail, list):
-        return [_flatten(item) for item in detail]
-    return str(detail)
+def _messages(value) -> list[str] | dict:
+    """A field's messages as a list of strings; nested errors (a list's items, a JSON object's
+    keys) keep their structure."""
+    if isinstance(value, dict):
+        return {str(key): _messages(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_messages(item) if isinstance(item, dict | list | tuple) else str(item) for item in value]
+    return [str(value)]
 
 
-def _first_message(fields) -> str:
+def first_message(fields) -> str:
+    """The first message, prefixed with its field's name unless it is about the whole input."""
     if isinstance(fields, dict):
         for key, value in fields.items():
-            inner = _first_message(value)
+            inner = first_message(value)
             if inner:
-                return inner if key == "non_field_errors" else f"{key}: {inner}"
+                return inner if key == InvalidInput.NON_FIELD else f"{key}: {inner}"
     if isinstance(fields, list) and fields:
-        return _first_message(fields[0])
+        return first_message(fields[0])
     if isinstance(fields, str):
         return fields
     return ""
-
-
-def api_exception_handler(exc, context):
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-    # Django's own limits on what a request may hold, hit while DRF parses the body; left
-    # alone they become Django's HTML "Bad Request" page.
-    elif isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge(
-            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB; "
-            "upload files with multipart or a presigned upload."
-        )
-    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
-        exc = exceptions.ParseError(f"Too many form parts: {exc}")
-
-    response = exception_handler(exc, context)
-    if response is None:
-        return None  # unexpected errors are 500s, logged by Django
-
-    if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail})
-        error = {"code": "invalid", "message": _first_message(fields) or "Invalid input.", "fields": fields}
-    else:
-        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
-        code = codes if isinstance(codes, str) else getattr(exc, "default_code", "error")
-        if isinstance(detail, dict):
-            message = str(detail.get("detail", "")) or _first_message(_flatten(detail))
-            code = str(detail.get("code", code)) if "code" in detail else code
-        else:
-            message = str(detail)
-        error = {"code": code, "message": message}
-    response.data = {"error": error}
-    return response

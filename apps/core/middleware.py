@@ -136,7 +136,7 @@ class UnstorableQueryMiddleware:
         from rest_framework.exceptions import ValidationError
         from rest_framework.renderers import JSONRenderer
 
-        from .exceptions import api_exception_handler
+        from .api_errors import api_exception_handler
 
         response = api_exception_handler(ValidationError({name: [message]}), {})
         response.accepted_renderer = JSONRenderer()

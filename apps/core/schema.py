@@ -2,7 +2,7 @@
 
 drf-spectacular documents only the success responses; a client generated from such a
 schema (and schemathesis' conformance checks) would not know that a 404 or a 429 is an
-answer of the API rather than a failure. The statuses are those of apps/core/exceptions.py
+answer of the API rather than a failure. The statuses are those of apps/core/api_errors.py
 and DRF's own: see DESIGN "Errors are JSON with a stable shape and the right status".
 
 Request bodies of strict input serializers (all of them) say `additionalProperties: false`:

@@ -11,9 +11,8 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
-from apps.core.exceptions import Conflict, NotSupported, PayloadTooLarge
+from apps.core.exceptions import Conflict, InvalidInput, NotSupported, PayloadTooLarge
 
 from . import storage as object_store
 from .models import StoredFile, StoredFileState, clean_original_name
@@ -74,7 +73,7 @@ def _clean_content_type(content_type: str | None, *, strict: bool) -> str:
     if _CONTENT_TYPE.match(content_type) and len(content_type) <= 255:
         return content_type
     if strict:
-        raise ValidationError({"content_type": ["Enter a MIME type such as text/csv or application/octet-stream."]})
+        raise InvalidInput({"content_type": ["Enter a MIME type such as text/csv or application/octet-stream."]})
     return DEFAULT_CONTENT_TYPE
 
 
@@ -103,7 +102,7 @@ def stored_file_upload(*, owner, uploaded_file: UploadedFile) -> StoredFile:
     if uploaded_file.size > settings.FILES_MAX_UPLOAD_BYTES:
         raise PayloadTooLarge(f"Files larger than {settings.FILES_MAX_UPLOAD_BYTES} bytes cannot be uploaded.")
     if uploaded_file.size == 0:
-        raise ValidationError({"file": ["The submitted file is empty."]})
+        raise InvalidInput({"file": ["The submitted file is empty."]})
     content_type = _clean_content_type(uploaded_file.content_type, strict=False)
     return _store(owner=owner, name=uploaded_file.name or "", content=uploaded_file, content_type=content_type)
 
@@ -138,7 +137,7 @@ def stored_file_presign(*, owner, name: str, size: int, content_type: str) -> tu
             code="presign_unavailable",
         )
     if not 0 < size <= settings.FILES_MAX_PRESIGNED_UPLOAD_BYTES:
-        raise ValidationError(
+        raise InvalidInput(
             {"size": [f"Declare a size between 1 and {settings.FILES_MAX_PRESIGNED_UPLOAD_BYTES} bytes."]}
         )
     content_type = _clean_content_type(content_type, strict=True)
@@ -173,14 +172,14 @@ def _hash_object(stored_file: StoredFile) -> tuple[int, str]:
 def _refuse_upload(stored_file: StoredFile, errors: dict) -> None:
     object_store.delete_object(stored_file.file.storage, stored_file.file.name)
     logger.info("refused presigned upload", extra={"stored_file": str(stored_file.pk), "errors": errors})
-    raise ValidationError(errors)
+    raise InvalidInput(errors)
 
 
 def stored_file_complete(*, stored_file: StoredFile) -> StoredFile:
     """Check a presigned upload against the stored object, record its sha256, mark it `ready`.
 
     No object yet → Conflict (409). Size or content type other than declared → the object
-    is deleted and ValidationError (400); the file stays pending, so the client may upload
+    is deleted and InvalidInput (400); the file stays pending, so the client may upload
     again while its policy lasts. Completing a `ready` file returns it unchanged.
     """
     if stored_file.state == StoredFileState.READY:

@@ -13,14 +13,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+# taskflow_site's app, made current at start: apps do not import the project (pyproject's import contracts).
+from celery import current_app as celery_app
 from django.conf import settings
 from django.core.cache import cache
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-
-from taskflow_site.celery import app as celery_app
 
 from . import selectors
 from .dispatch import RUN_TASK

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from rest_framework import serializers
 
-from apps.core.exceptions import Conflict
+from apps.core.exceptions import Conflict, InvalidInput
 
 from . import cron
 from .models import FINAL_STATUSES, OverlapPolicy, Schedule, Task, TaskPriority, TaskTrigger
@@ -44,8 +44,11 @@ class ScheduleSpec:
     overlap_policy: str = OverlapPolicy.ALLOW
 
 
-def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
-    """Check the timing and the kind/payload like a submission would; returns the clean payload."""
+def schedule_clean(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
+    """Check the timing and the kind/payload like a submission would; returns the clean payload.
+
+    Raises InvalidInput with every problem found, by field.
+    """
     errors = {}
     if bool(spec.cron) == (spec.interval_seconds is not None):
         errors["cron"] = ["Give either a cron expression or interval_seconds, not both and not neither."]
@@ -65,12 +68,26 @@ def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
         task = task_build(
             owner=owner, spec=TaskSpec(kind=spec.kind, payload=spec.payload, priority=spec.priority), now=timezone.now()
         )
-    except serializers.ValidationError as exc:
+    except serializers.ValidationError as exc:  # what apps/tasks/services.py raises today
         errors.update(exc.detail)
         task = None
+    except InvalidInput as exc:
+        errors.update(exc.fields)
+        task = None
     if errors:
-        raise serializers.ValidationError(errors)
+        raise InvalidInput(errors)
     return task.payload
+
+
+def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
+    """schedule_clean for apps/tasks/admin_schedules.py's form, which still catches DRF's ValidationError.
+
+    Goes once that form reports errors with apps.core.admin_errors (issue 15, the admin package).
+    """
+    try:
+        return schedule_clean(owner=owner, spec=spec, exclude_pk=exclude_pk)
+    except InvalidInput as exc:
+        raise serializers.ValidationError(exc.fields) from None
 
 
 def next_run_after(schedule: Schedule, after: datetime) -> datetime:
@@ -109,7 +126,7 @@ def _sync_periodic_task(schedule: Schedule) -> None:
 
 @transaction.atomic
 def schedule_create(*, owner, spec: ScheduleSpec) -> Schedule:
-    payload = schedule_validate(owner=owner, spec=spec)
+    payload = schedule_clean(owner=owner, spec=spec)
     schedule = Schedule(owner=owner, **{f.name: getattr(spec, f.name) for f in fields(spec)})
     schedule.payload = payload
     schedule.interval_seconds = spec.interval_seconds if not spec.cron else None
@@ -121,7 +138,7 @@ def schedule_create(*, owner, spec: ScheduleSpec) -> Schedule:
 
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, spec: ScheduleSpec) -> Schedule:
-    payload = schedule_validate(owner=schedule.owner, spec=spec, exclude_pk=schedule.pk)
+    payload = schedule_clean(owner=schedule.owner, spec=spec, exclude_pk=schedule.pk)
     timing_changed = (schedule.cron, schedule.interval_seconds, schedule.timezone) != (
         spec.cron,
         spec.interval_seconds,
@@ -180,7 +197,7 @@ def schedule_run_now(*, schedule: Schedule, actor) -> Task:
     """Submit one run at once, linked to the schedule and marked as run now; timing is unchanged."""
     try:
         return _submit_run(schedule, trigger=TaskTrigger.RUN_NOW, actor=actor)
-    except serializers.ValidationError as exc:
+    except (serializers.ValidationError, InvalidInput) as exc:
         raise Conflict(f"The schedule's kind or payload is no longer valid: {exc.detail}") from None
 
 
@@ -213,7 +230,7 @@ def schedule_fire(*, schedule_id, now: datetime | None = None) -> Task | None:
             return None
         try:
             return _submit_run(schedule, trigger=TaskTrigger.SCHEDULE)
-        except serializers.ValidationError as exc:
+        except (serializers.ValidationError, InvalidInput) as exc:
             logger.error("schedule %s cannot submit its run: %s", schedule.pk, exc.detail)
             return None
 

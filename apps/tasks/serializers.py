@@ -2,6 +2,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from apps.core.api_errors import field_validator
 from apps.core.serializers import CachedFieldsMixin, StrictSerializer, absolute_url
 from apps.webhooks.services import validate_url
 
@@ -31,7 +32,7 @@ class TaskSubmitSerializer(StrictSerializer):
         required=False,
         allow_blank=True,
         default="",
-        validators=[validate_url],
+        validators=[field_validator(validate_url)],
         help_text="POSTed once, signed, when the task finishes (see the webhooks docs).",
     )
 

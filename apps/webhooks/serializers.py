@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from apps.core.api_errors import field_validator
 from apps.core.serializers import StrictSerializer
 
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent, all_events
@@ -7,7 +8,7 @@ from .services import validate_url
 
 
 class EndpointInputSerializer(StrictSerializer):
-    url = serializers.URLField(max_length=2000, validators=[validate_url])
+    url = serializers.URLField(max_length=2000, validators=[field_validator(validate_url)])
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=WebhookEvent.choices), allow_empty=False, default=all_events

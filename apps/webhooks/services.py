@@ -11,7 +11,8 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from rest_framework import serializers
+
+from apps.core.exceptions import InvalidInput
 
 from .models import (
     CallbackSecret,
@@ -61,7 +62,7 @@ def validate_url(url: str) -> str:
     try:
         check_url(url)
     except UnsafeUrl as exc:
-        raise serializers.ValidationError(str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     return url
 
 

@@ -12,8 +12,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.core import metrics
-from apps.tasks import services
+from apps.tasks import metrics, services
 from apps.tasks.models import Task, TaskStatus
 from tests.support.metrics import KNOWN_METRICS
 from tests.support.processes import Worker, free_port, gunicorn_command, http, serving_pids, wait_for

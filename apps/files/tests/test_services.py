@@ -9,7 +9,7 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from apps.core.exceptions import PayloadTooLarge
+from apps.core.exceptions import InvalidInput, PayloadTooLarge
 from apps.files import services, tasks
 from apps.files.models import StoredFile, StoredFileState
 
@@ -65,7 +65,7 @@ def test_create_hashes_a_multipart_s3_upload_exactly_once_per_byte(s3_storage, o
 
 
 def test_create_refuses_a_malformed_content_type(owner):
-    with pytest.raises(Exception, match="MIME type"):
+    with pytest.raises(InvalidInput, match="MIME type"):
         services.stored_file_create(owner=owner, name="x", content=b"x", content_type="text\ncsv")
     assert not StoredFile.objects.exists()
 

@@ -2,8 +2,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_celery_beat.schedulers import ModelEntry
 
-from taskflow_site.celery import app
-
 
 class Command(BaseCommand):
     help = (
@@ -13,5 +11,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
-            ModelEntry.from_entry(name, app=app, **entry)
+            ModelEntry.from_entry(name, **entry)  # on celery's current app: taskflow_site's
             self.stdout.write(f"{name}: {entry['task']} every {entry['schedule']}s")
