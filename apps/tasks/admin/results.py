@@ -7,12 +7,12 @@ were stored whole and as literals (Celery keeps a repr, cut at ARGUMENTS_REPR_MA
 import ast
 import json
 
+from celery import current_app as celery_app
 from django.contrib import admin, messages
 from django_celery_results.admin import TaskResultAdmin as CeleryTaskResultAdmin
 from django_celery_results.models import TaskResult
 
 from apps.core.services import audited
-from taskflow_site.celery import app as celery_app
 
 # Celery's argsrepr_maxsize / kwargsrepr_maxsize default.
 ARGUMENTS_REPR_MAX = 1024
