@@ -12,9 +12,11 @@ data-modifying CTEs), locks the rows and writes through the ORM in a transaction
 """
 
 import copy
+import functools
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -38,21 +40,35 @@ def _load_queries(path: Path) -> dict[str, str]:
 
 
 def _statements() -> dict[str, str]:
-    """The file's statements with their placeholders filled, and finish_run once per transition."""
+    """The file's statements with their placeholders filled: one for each transition that has
+    one (by the transition's name), and the submission's insert."""
     queries = _load_queries(Path(__file__).parent / "sql" / "queries.sql")
     columns = [field.column for field in Task._meta.concrete_fields]
+    # The moved row in the order of Task's fields (task_from_row), then its state before.
+    returning = ", ".join([*(f"t.{column}" for column in columns), "prior.from_status"])
     statements = {
         "insert_task": queries["insert_task"].format(
             task_columns=", ".join(columns), task_values=", ".join(f"%({column})s" for column in columns)
-        ),
-        "claim_task": queries["claim_task"],
+        )
     }
     for transition in TRANSITIONS:
-        if transition.statement == "finish_run":
+        if transition.statement:
             assignments = ", ".join(
                 f"{Task._meta.get_field(name).column} = %({name})s" for name in transition.written_fields[1:]
             )
-            statements[transition.name] = queries["finish_run"].format(assignments=assignments)
+            fill = partial(
+                queries[transition.statement].format,
+                to_state=transition.to_state,
+                from_states=", ".join(f"'{state}'" for state in transition.from_states),
+                assignments=assignments,
+            )
+            statements[transition.name] = fill(task_returning=returning)
+            if transition.fenced:
+                # Without webhooks to record, the caller's task plus the changes is the moved
+                # task: loading the whole row back cost the worker more CPU than it is worth.
+                statements[f"{transition.name}, moved or not"] = fill(
+                    task_returning="t.id, t.status, t.attempts, prior.from_status"
+                )
     event_columns = {field.column for field in TaskEvent._meta.concrete_fields if not field.primary_key}
     expected = {"task_id", "created_at", "from_status", "to_status", "actor_id", "message", "worker", "attempt"}
     if event_columns != expected:
@@ -61,6 +77,32 @@ def _statements() -> dict[str, str]:
 
 
 STATEMENTS = _statements()
+_FIELDS = {model_field.name: model_field for model_field in Task._meta.concrete_fields}
+
+
+@functools.cache
+def _task_converters() -> tuple[list[str], list[tuple[int, list, object]]]:
+    """Task's attribute names, and the from-database converters of the fields that have any."""
+    converters = []
+    for index, model_field in enumerate(Task._meta.concrete_fields):
+        expression = model_field.get_col(Task._meta.db_table)
+        found = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+        if found:
+            converters.append((index, found, expression))
+    return [model_field.attname for model_field in Task._meta.concrete_fields], converters
+
+
+def task_from_row(row) -> Task:
+    """A Task from a row of a statement's {task_returning}, typed as the ORM loads it.
+
+    (Task.objects.raw() does the same but works out the columns and converters again on
+    every call, which cost the worker more CPU than the statement's round trip.)"""
+    names, converters = _task_converters()
+    values = list(row[: len(names)])
+    for index, found, expression in converters:
+        for convert in found:
+            values[index] = convert(values[index], expression, connection)
+    return Task.from_db(connection.alias, names, values)
 
 
 def uses_one_statement() -> bool:
@@ -180,12 +222,10 @@ def _update(transition: Transition, target, *, now: datetime, values: dict) -> l
 def _run_statement(transition: Transition, target, *, now: datetime, values: dict, details: dict) -> list[Task]:
     """One task, one statement: lock by primary key, compare and set, event, the row back."""
     changes = _changes(transition, values, now)
-    meta = Task._meta
-    params = {name: meta.get_field(name).get_db_prep_save(value, connection) for name, value in changes.items()}
+    del changes["status"]  # written out in the statement
+    params = {name: _FIELDS[name].get_db_prep_save(value, connection) for name, value in changes.items()}
     params.update(
-        id=meta.pk.get_db_prep_value(target.pk if isinstance(target, Task) else target, connection),
-        to_state=str(transition.to_state),
-        from_states=[str(state) for state in transition.from_states],
+        id=Task._meta.pk.get_db_prep_value(target.pk if isinstance(target, Task) else target, connection),
         now=now,
     )
     if transition.statement == "claim_task":
@@ -196,15 +236,31 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
             worker=target.worker,
             message=_message(transition, details, target.attempts),
         )
-    statement = STATEMENTS[transition.name if transition.statement == "finish_run" else transition.statement]
     if transition.is_final and _may_announce(target):
-        # Webhook deliveries are recorded in the transaction that finishes the task; without
-        # any to record (the usual case) the transition is one statement, no transaction.
+        # Webhook deliveries are recorded in the transaction that finishes the task, from the
+        # task as the statement returned it; without any to record (the usual case) the
+        # transition is one statement, no transaction.
         with transaction.atomic():
-            moved = list(Task.objects.raw(statement, params))
+            moved = _fetch(STATEMENTS[transition.name], params)
             _announce(moved)
         return moved
-    return list(Task.objects.raw(statement, params))
+    if not transition.fenced:
+        return _fetch(STATEMENTS[transition.name], params)
+    with connection.cursor() as cursor:
+        cursor.execute(STATEMENTS[f"{transition.name}, moved or not"], params)
+        if cursor.fetchone() is None:
+            return []
+    moved = copy.copy(target)
+    for name, value in changes.items():
+        setattr(moved, name, value)
+    moved.status = transition.to_state
+    return [moved]
+
+
+def _fetch(statement: str, params: dict) -> list[Task]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return [task_from_row(row) for row in cursor.fetchall()]
 
 
 def _lock_and_move(

@@ -9,8 +9,9 @@
 -- the planner may pick a partial index whose predicate they imply and walk every running or
 -- queued task to find this one, once per transition (seen with a backlog of thousands).
 --
--- {task_columns}, {task_values} and {assignments} are filled once, when the file is loaded,
--- from Task's fields and from the declared transition (apps/tasks/state_machine.py).
+-- The names in braces are filled once, when the file is loaded: {task_columns}, {task_values}
+-- and {task_returning} from Task's fields; {to_state}, {from_states} and {assignments} from
+-- the declared transition that runs the statement (state_machine.py).
 
 -- name: insert_task
 -- A new task and its first event.
@@ -27,13 +28,13 @@ WITH prior AS (
     SELECT id, status AS from_status, run_at FROM tasks_task WHERE id = %(id)s FOR UPDATE
 ), moved AS (
     UPDATE tasks_task AS t
-    SET status = %(to_state)s, attempts = t.attempts + 1, run_id = %(run_id)s, worker = %(worker)s,
+    SET status = '{to_state}', attempts = t.attempts + 1, run_id = %(run_id)s, worker = %(worker)s,
         lease_expires_at = %(lease_expires_at)s, started_at = %(now)s, updated_at = %(now)s,
         progress = %(progress)s, progress_message = %(progress_message)s
     FROM prior
-    WHERE t.id = prior.id AND prior.from_status = ANY(%(from_states)s)
+    WHERE t.id = prior.id AND prior.from_status IN ({from_states})
         AND (prior.run_at IS NULL OR prior.run_at <= %(due)s)
-    RETURNING t.*, prior.from_status
+    RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
     SELECT id, %(now)s, from_status, status, NULL, 'Attempt ' || attempts, worker, attempts FROM moved
@@ -46,10 +47,10 @@ WITH prior AS (
     SELECT id, status AS from_status, run_id FROM tasks_task WHERE id = %(id)s FOR UPDATE
 ), moved AS (
     UPDATE tasks_task AS t
-    SET status = %(to_state)s, {assignments}
+    SET status = '{to_state}', {assignments}
     FROM prior
-    WHERE t.id = prior.id AND prior.from_status = ANY(%(from_states)s) AND prior.run_id = %(fence)s
-    RETURNING t.*, prior.from_status
+    WHERE t.id = prior.id AND prior.from_status IN ({from_states}) AND prior.run_id = %(fence)s
+    RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
     SELECT id, %(now)s, from_status, status, NULL, %(message)s, %(worker)s, attempts FROM moved
