@@ -16,7 +16,6 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from uuid import UUID
 
@@ -56,7 +55,7 @@ def _statements() -> dict[str, str]:
             assignments = ", ".join(
                 f"{Task._meta.get_field(name).column} = %({name})s" for name in transition.written_fields[1:]
             )
-            fill = partial(
+            fill = functools.partial(
                 queries[transition.statement].format,
                 to_state=transition.to_state,
                 from_states=", ".join(f"'{state}'" for state in transition.from_states),
