@@ -100,7 +100,9 @@ def main() -> None:
                 INSERT INTO baseline_row (owner_id, kind, title, status, payload, created_at)
                 SELECT 0, 'demo.noop', 'Row ' || n, 'succeeded', '{"echo": 1}'::jsonb,
                        now() - make_interval(secs => n)
-                FROM generate_series(%s, %s) AS n
+                -- Typed: bound on the server, Python ints arrive as smallint, which no
+                -- generate_series takes.
+                FROM generate_series(%s::bigint, %s::bigint) AS n
                 """,
                 [rows + 1, args.rows],
             )

@@ -149,14 +149,14 @@ else:
     # Keep connections between requests and tasks; check them before reuse.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The task transitions of the hot path (submit, claim, finish) are prepared once per
-# connection and then only executed, not planned again. Turn off behind a connection pooler
-# in transaction mode that does not keep prepared statements (PgBouncer before 1.21).
+# Parameters bound on the server, and a statement run a few times on one connection is
+# prepared there (psycopg's prepare_threshold): the hot path's submit, claim and finish are
+# then only executed, not parsed and planned again. Turn off behind a connection pooler in
+# transaction mode that does not keep prepared statements (PgBouncer before 1.21): then
+# Django's defaults, client-side binding and nothing prepared.
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # psycopg prepares nothing while this is None (Django's default); with a threshold no
-    # statement reaches, only those executed with prepare=True are (apps/tasks/services.py).
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 # Query counts, durations and errors for Prometheus: django-prometheus' thin subclasses of
 # Django's own PostgreSQL and SQLite backends (same vendor, features and options).
 DATABASES["default"]["ENGINE"] = {

@@ -140,13 +140,12 @@ def _task_body(task, event: str, delivery_id) -> dict:
     }
 
 
-def record_task_deliveries(*, task_id, owner_id, callback_url: str = "") -> list[WebhookDelivery]:
-    """Called inside the transaction that finishes a task: a final state always has its deliveries."""
+def record_task_deliveries(*, task) -> list[WebhookDelivery]:
+    """Called inside the transaction that finishes a task, with the task as it left it: a final
+    state always has its deliveries."""
+    owner_id, callback_url = task.owner_id, task.callback_url
     if not callback_url and not owner_has_endpoints(owner_id):
         return []
-    from apps.tasks.models import Task
-
-    task = Task.objects.get(pk=task_id)
     event = EVENT_FOR_STATUS.get(task.status)
     if event is None:
         return []

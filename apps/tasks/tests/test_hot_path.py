@@ -1,11 +1,11 @@
-"""The transitions on the hot path are one statement each, event included (apps/tasks/services.py)."""
+"""The transitions on the hot path are one statement each, event included (apps/tasks/sql/queries.sql)."""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from apps.tasks import services
+from apps.tasks import services, transitions
 from apps.tasks.models import Task, TaskEvent, TaskStatus
 from apps.tasks.services import TaskSpec
 
@@ -96,18 +96,11 @@ def test_concurrent_claims_of_one_task_give_one_run(owner):
     assert TaskEvent.objects.filter(task=task).count() == 1
 
 
-def test_a_lost_claim_writes_no_event(owner):
+def test_a_late_second_claim_writes_no_event(owner):
     task = queued_task(owner)
-    stale = Task.objects.get(pk=task.pk)
     assert services.task_claim(task_id=task.pk, worker="w1") is not None
-    # A second worker that read the row before the first claim: its conditional UPDATE matches nothing.
-    claimed = services._update_with_event(
-        task_id=task.pk,
-        where={"status": stale.status, "attempts": stale.attempts, "run_id": stale.run_id},
-        values={"status": TaskStatus.RUNNING, "worker": "w2"},
-        event=services._event(stale, stale.status, TaskStatus.RUNNING, worker="w2"),
-    )
-    assert claimed is False
+    # A second worker whose message arrived after the first claim: its compare-and-set matches nothing.
+    assert services.task_claim(task_id=task.pk, worker="w2") is None
     assert list(TaskEvent.objects.filter(task=task).values_list("worker", flat=True)) == ["w1"]
     assert Task.objects.get(pk=task.pk).worker == "w1"
 
@@ -142,13 +135,13 @@ def test_a_submission_inside_a_transaction_publishes_its_wake_up_after_the_commi
 
 def test_without_data_modifying_statements_the_transitions_run_in_a_transaction(owner, monkeypatch):
     # SQLite, the embedded mode, has none; the same outcome comes from the transaction path.
-    monkeypatch.setattr(services, "_one_statement", lambda: False)
+    monkeypatch.setattr(transitions, "uses_one_statement", lambda: False)
     task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
     claimed = services.task_claim(task_id=task.pk, worker="w1")
     assert services.task_claim(task_id=task.pk, worker="w2") is None
     assert services.task_succeed(task=claimed, result=None) is True
-    transitions = TaskEvent.objects.filter(task=task).order_by("created_at", "id")
-    assert [(e.from_status, e.to_status) for e in transitions] == [
+    events = TaskEvent.objects.filter(task=task).order_by("created_at", "id")
+    assert [(e.from_status, e.to_status) for e in events] == [
         ("", "queued"),
         ("queued", "running"),
         ("running", "succeeded"),
@@ -167,26 +160,72 @@ def test_the_claim_and_the_finish_are_prepared_once_per_connection(owner):
     from django.db import connection
 
     connection.close()  # a new connection: nothing prepared yet
-    for _ in range(3):
+    for _ in range(8):  # past psycopg's prepare_threshold (settings.py)
         task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
         assert services.task_succeed(task=services.task_claim(task_id=task.pk, worker="w1"), result=None)
     statements = prepared_statements()
-    # One each: the submission's INSERT, the claim and the finish, however many tasks ran.
-    assert len(statements) == 3, statements
-    assert sum("FOR UPDATE" in statement for statement in statements) == 2
+    # One each, however many tasks ran: the submission's INSERT, the claim and the finish.
+    assert sum("INSERT INTO tasks_task " in statement for statement in statements) == 1, statements
+    assert sum("FOR UPDATE" in statement for statement in statements) == 2, statements
 
 
-def test_without_prepared_statements_the_hot_path_works_the_same(owner, settings):
+def test_without_prepared_statements_the_hot_path_works_the_same(owner):
     from django.db import connection
 
-    settings.DATABASE_PREPARED_STATEMENTS = False
+    # What DATABASE_PREPARED_STATEMENTS=false leaves: Django's defaults (settings.py).
+    options = connection.settings_dict["OPTIONS"]
+    saved = dict(options)
+    options.pop("server_side_binding", None)
+    options.pop("prepare_threshold", None)
     connection.close()
-    task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
-    claimed = services.task_claim(task_id=task.pk, worker="w1")
-    assert claimed.status == TaskStatus.RUNNING
-    assert services.task_succeed(task=claimed, result=[1]) is True
-    assert Task.objects.get(pk=task.pk).result == [1]
-    assert prepared_statements() == []
+    try:
+        for _ in range(8):
+            task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+            claimed = services.task_claim(task_id=task.pk, worker="w1")
+            assert claimed.status == TaskStatus.RUNNING
+            assert services.task_succeed(task=claimed, result=[1]) is True
+        assert Task.objects.get(pk=task.pk).result == [1]
+        assert prepared_statements() == []
+    finally:
+        options.clear()
+        options.update(saved)
+        connection.close()
+
+
+def test_prepared_statements_off_in_the_environment_means_django_defaults():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default']['OPTIONS'])"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "taskflow_site.settings"}
+    on = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "DATABASE_PREPARED_STATEMENTS": "false"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'server_side_binding': True" in on.stdout and "'prepare_threshold': 5" in on.stdout
+    assert "server_side_binding" not in off.stdout and "prepare_threshold" not in off.stdout
+
+
+def test_the_hot_path_statements_count_in_the_database_metrics(owner):
+    from django.db import connection
+    from prometheus_client import REGISTRY
+
+    def executed() -> float:
+        labels = {"alias": connection.alias, "vendor": connection.vendor}
+        return REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
+
+    task = queued_task(owner)
+    before = executed()
+    assert services.task_claim(task_id=task.pk, worker="w1") is not None
+    assert executed() == before + 1
 
 
 def test_a_bulk_publish_puts_every_wake_up_on_the_broker_in_batches(redis_client):
