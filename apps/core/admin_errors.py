@@ -16,18 +16,6 @@ from django.contrib import messages
 from .exceptions import DomainError, InvalidInput
 
 
-def _as_domain_error(exc: Exception) -> DomainError | None:
-    if isinstance(exc, DomainError):
-        return exc
-    # apps/tasks/services.py validates kinds and payloads with DRF serializers and raises their
-    # ValidationError; read it like InvalidInput so one helper serves every admin form.
-    from rest_framework.exceptions import ValidationError
-
-    if isinstance(exc, ValidationError):
-        return InvalidInput(exc.detail)
-    return None
-
-
 def _text(messages_) -> list[str]:
     """A field's messages as lines a form can show; nested errors (payload keys) keep their path."""
     if isinstance(messages_, dict):
@@ -52,11 +40,8 @@ def errors_on_form(form, *, field: str | None = None) -> Iterator[None]:
     """Run a service call; a domain error becomes the form's errors instead of a server error."""
     try:
         yield
-    except Exception as exc:
-        domain_error = _as_domain_error(exc)
-        if domain_error is None:
-            raise
-        form_errors_from(form, domain_error, field=field)
+    except DomainError as exc:
+        form_errors_from(form, exc, field=field)
 
 
 @contextmanager
@@ -64,8 +49,5 @@ def errors_as_message(request) -> Iterator[None]:
     """Run a service call; a domain error becomes an error message on the next page."""
     try:
         yield
-    except Exception as exc:
-        domain_error = _as_domain_error(exc)
-        if domain_error is None:
-            raise
-        messages.error(request, domain_error.message)
+    except DomainError as exc:
+        messages.error(request, exc.message)

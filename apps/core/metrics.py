@@ -45,18 +45,3 @@ def exposition(*, with_system_gauges: bool) -> bytes:
     if with_system_gauges:
         page += generate_latest(_system_gauges)
     return page
-
-
-# apps/tasks/services.py still records through this module; the state-machine rewrite of
-# issue 15 imports apps.tasks.metrics there instead, and then this forwarding goes.
-_MOVED_TO_TASKS = frozenset({"tasks_submitted", "task_started", "task_ended", "runs_lost"})
-
-
-def __getattr__(name):
-    if name in _MOVED_TO_TASKS:
-        from apps.tasks import metrics as task_metrics
-
-        recorder = getattr(task_metrics, name)
-        globals()[name] = recorder  # later look-ups skip this hook (the submit and claim paths are hot)
-        return recorder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

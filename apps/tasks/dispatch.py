@@ -8,13 +8,12 @@ from collections.abc import Iterable
 from operator import attrgetter
 
 import structlog
+from celery import current_app as celery_app
 from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from taskflow_site.celery import app as celery_app
 
 from .models import CELERY_PRIORITY
 

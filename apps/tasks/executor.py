@@ -89,6 +89,11 @@ class TaskContext:
         TaskFile.objects.create(task_id=self.task_id, file=stored_file, role=TaskFileRole.OUTPUT)
         return stored_file
 
+    def discard_outputs(self) -> None:
+        """Delete the files this run saved (rows and objects): the run did not succeed."""
+        _discard_outputs(self.outputs)
+        self.outputs = []
+
 
 class LeaseKeeper:
     """One thread per worker process that renews the leases of the runs in progress.
@@ -188,9 +193,16 @@ def _run(task: Task) -> tuple[str | None, str]:
 
     context = TaskContext(task)
     status, error = _run_kind(task, kind, context)
-    if context.outputs and status != "succeeded":
-        _discard_outputs(context.outputs)
+    if context.outputs and status != "succeeded":  # the task was taken from this run
+        context.discard_outputs()
     return status, error
+
+
+def _fail(task: Task, context: TaskContext, **failure) -> str | None:
+    """Record a failed attempt. Its outputs go first: whoever sees the task failed or retrying
+    (a client, the next attempt) never sees the files of this run."""
+    context.discard_outputs()
+    return services.task_fail(task=task, **failure)
 
 
 def _run_kind(task: Task, kind, context: TaskContext) -> tuple[str | None, str]:
@@ -203,17 +215,19 @@ def _run_kind(task: Task, kind, context: TaskContext) -> tuple[str | None, str]:
         finally:
             lease_keeper.remove(task)
     except TaskCancelled:
+        context.discard_outputs()
         return ("cancelled" if services.task_mark_cancelled(task=task) else None), ""
     except serializers.ValidationError as exc:
         error = f"InvalidPayload: {exc.detail}"
-        return services.task_fail(task=task, error=error, permanent=True), error
+        return _fail(task, context, error=error, permanent=True), error
     except SoftTimeLimitExceeded:
         error = f"TimeLimitExceeded: the run took longer than its timeout of {task.timeout}s"
-        return services.task_fail(task=task, error=error, traceback=traceback_module.format_exc()), error
+        return _fail(task, context, error=error, traceback=traceback_module.format_exc()), error
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        status = services.task_fail(
-            task=task,
+        status = _fail(
+            task,
+            context,
             error=error,
             traceback=traceback_module.format_exc(),
             permanent=isinstance(exc, PermanentError),
@@ -224,11 +238,11 @@ def _run_kind(task: Task, kind, context: TaskContext) -> tuple[str | None, str]:
     problem = storable_json_problem(result, root="result")
     if problem:
         error = f"ResultNotStorable: {problem}"
-        return services.task_fail(task=task, error=error, permanent=True), error
-    return _record_success(task, result)
+        return _fail(task, context, error=error, permanent=True), error
+    return _record_success(task, result, context)
 
 
-def _record_success(task: Task, result) -> tuple[str | None, str]:
+def _record_success(task: Task, result, context: TaskContext) -> tuple[str | None, str]:
     """The finish write; if it fails, the failure is recorded instead: never left `running`.
 
     A refused write (DataError, IntegrityError...) would be refused again, so the task fails
@@ -245,9 +259,7 @@ def _record_success(task: Task, result) -> tuple[str | None, str]:
         if transient and not connection.in_atomic_block:
             connection.close()
         error = f"FinishNotRecorded: {type(exc).__name__}: {exc}"
-        status = services.task_fail(
-            task=task, error=error, traceback=traceback_module.format_exc(), permanent=not transient
-        )
+        status = _fail(task, context, error=error, traceback=traceback_module.format_exc(), permanent=not transient)
         return status, error
     return ("succeeded" if done else None), ""
 

@@ -7,9 +7,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core import metrics
-
-from . import dispatch
+from . import dispatch, metrics
 from .models import FINAL_STATUSES, Task, TaskEvent
 from .retry_policy import after_failure
 from .state_machine import DISPATCH, REAP_TO_FAILED, REAP_TO_RETRY, REDISPATCH, WAKE

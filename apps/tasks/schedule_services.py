@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-from rest_framework import serializers
 
 from apps.core.exceptions import Conflict, InvalidInput
 
@@ -68,26 +67,12 @@ def schedule_clean(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
         task = task_build(
             owner=owner, spec=TaskSpec(kind=spec.kind, payload=spec.payload, priority=spec.priority), now=timezone.now()
         )
-    except serializers.ValidationError as exc:  # what apps/tasks/services.py raises today
-        errors.update(exc.detail)
-        task = None
     except InvalidInput as exc:
         errors.update(exc.fields)
         task = None
     if errors:
         raise InvalidInput(errors)
     return task.payload
-
-
-def schedule_validate(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
-    """schedule_clean for apps/tasks/admin_schedules.py's form, which still catches DRF's ValidationError.
-
-    Goes once that form reports errors with apps.core.admin_errors (issue 15, the admin package).
-    """
-    try:
-        return schedule_clean(owner=owner, spec=spec, exclude_pk=exclude_pk)
-    except InvalidInput as exc:
-        raise serializers.ValidationError(exc.fields) from None
 
 
 def next_run_after(schedule: Schedule, after: datetime) -> datetime:
@@ -197,7 +182,7 @@ def schedule_run_now(*, schedule: Schedule, actor) -> Task:
     """Submit one run at once, linked to the schedule and marked as run now; timing is unchanged."""
     try:
         return _submit_run(schedule, trigger=TaskTrigger.RUN_NOW, actor=actor)
-    except (serializers.ValidationError, InvalidInput) as exc:
+    except InvalidInput as exc:
         raise Conflict(f"The schedule's kind or payload is no longer valid: {exc.detail}") from None
 
 
@@ -230,7 +215,7 @@ def schedule_fire(*, schedule_id, now: datetime | None = None) -> Task | None:
             return None
         try:
             return _submit_run(schedule, trigger=TaskTrigger.SCHEDULE)
-        except (serializers.ValidationError, InvalidInput) as exc:
+        except InvalidInput as exc:
             logger.error("schedule %s cannot submit its run: %s", schedule.pk, exc.detail)
             return None
 

@@ -14,11 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core import metrics
 from apps.core.exceptions import Conflict
 from apps.core.text import storable_text
 
-from . import dispatch
+from . import dispatch, metrics
 from .maintenance import SWEEP_BATCH, delete_old_tasks, dispatch_due_tasks, reap_stale_tasks
 from .models import Task, TaskStatus
 from .retry_policy import after_failure, retry_delay

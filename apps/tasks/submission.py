@@ -11,10 +11,9 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
-from apps.core import metrics
-from apps.core.exceptions import Conflict, PayloadTooLarge
+from apps.core.exceptions import Conflict, InvalidInput, PayloadTooLarge
 
-from . import dispatch
+from . import dispatch, metrics
 from .models import Task, TaskFile, TaskFileRole, TaskPriority, TaskStatus, TaskTrigger
 from .registry import get_kind, kinds_for
 from .state_machine import SUBMIT, SUBMIT_FOR_LATER
@@ -42,17 +41,17 @@ def _payload_size(payload) -> int:
 
 
 def task_build(*, owner, spec: TaskSpec, now: datetime) -> Task:
-    """Validate a spec against its kind and return an unsaved Task. Raises ValidationError."""
+    """Validate a spec against its kind and return an unsaved Task. Raises InvalidInput."""
     kind = get_kind(spec.kind)
     if kind is None or (kind.staff_only and not owner.is_staff):
         known = ", ".join(k.name for k in kinds_for(owner))
-        raise serializers.ValidationError({"kind": [f"Unknown kind {spec.kind!r}. Known kinds: {known}."]})
+        raise InvalidInput({"kind": [f"Unknown kind {spec.kind!r}. Known kinds: {known}."]})
     if _payload_size(spec.payload) > settings.TASK_MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(f"The payload is larger than {settings.TASK_MAX_PAYLOAD_BYTES // 1024} KB.")
     try:
         payload, input_files = kind.validate_payload(spec.payload, owner=owner)
-    except serializers.ValidationError as exc:
-        raise serializers.ValidationError({"payload": exc.detail}) from None
+    except serializers.ValidationError as exc:  # the kind's payload serializer
+        raise InvalidInput({"payload": exc.detail}) from None
 
     due_later = spec.run_at is not None and spec.run_at > now + timedelta(seconds=settings.TASK_DISPATCH_LOOKAHEAD)
     task = Task(
@@ -142,16 +141,16 @@ def task_submit_bulk(*, owner, specs: list[TaskSpec]) -> list[Task]:
     for index, spec in enumerate(specs):
         try:
             tasks.append(task_build(owner=owner, spec=spec, now=now))
-        except serializers.ValidationError as exc:
-            errors[str(index)] = exc.detail
+        except InvalidInput as exc:
+            errors[str(index)] = exc.fields
         except PayloadTooLarge as exc:
             raise PayloadTooLarge(f"tasks[{index}]: {exc.detail}") from None
     if errors:
-        raise serializers.ValidationError({"tasks": errors})
+        raise InvalidInput({"tasks": errors})
 
     keys = [task.idempotency_key for task in tasks if task.idempotency_key]
     if len(keys) != len(set(keys)):
-        raise serializers.ValidationError({"tasks": ["Idempotency keys must be unique within one request."]})
+        raise InvalidInput({"tasks": ["Idempotency keys must be unique within one request."]})
     existing = {t.idempotency_key: t for t in Task.objects.filter(owner=owner, idempotency_key__in=keys)}
     result, new = [], []
     for task in tasks:

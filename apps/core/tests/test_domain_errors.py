@@ -132,10 +132,10 @@ def test_other_domain_errors_go_on_the_named_field_or_the_whole_form():
     assert whole.errors == {"__all__": ["A running task cannot be retried."]}
 
 
-def test_drf_validation_errors_of_the_task_services_are_shown_like_invalid_input():
+def test_nested_field_errors_keep_their_path_on_the_form():
     form = ScheduleLikeForm(data={"name": "nightly", "payload": "{}"})
     with errors_on_form(form):
-        raise serializers.ValidationError({"payload": {"rows": ["A whole number."]}})
+        raise InvalidInput({"payload": {"rows": ["A whole number."]}})
     assert form.errors == {"payload": ["rows: A whole number."]}
 
 

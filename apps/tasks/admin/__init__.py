@@ -4,7 +4,6 @@
 - pages.py: the dashboard, the task page's buttons, bulk retry/cancel, "retry all matching"
 - filters.py: the task list's filters, with the owner autocomplete
 - schedule.py: user schedules (ScheduleAdmin), results.py: django-celery-results with a retry
-- errors.py: service validation errors as form errors
 
 Every staff write goes through apps.core.services.audited (the write and its AuditEntry in
 one transaction). Importing the modules registers their ModelAdmins.

@@ -13,15 +13,14 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from rest_framework import serializers
 
-from apps.core.exceptions import Conflict, PayloadTooLarge
+from apps.core.admin_errors import errors_on_form
+from apps.core.exceptions import Conflict
 from apps.core.services import audited
 
 from .. import bulk, dashboard, services
 from ..forms import ReasonForm, TaskCopyForm
 from ..models import RETRYABLE_STATUSES, Task, TaskTrigger
-from .errors import add_validation_errors
 from .filters import CreatedFilter, OwnerAutocompleteView, OwnerFilter
 
 
@@ -76,7 +75,7 @@ class TaskPagesMixin:
                 task = run(task, reason)
                 audit.update(object_ids=[task.pk], details={"status": task.status})
         except Conflict as exc:
-            self.message_user(request, str(exc.detail), messages.ERROR)
+            self.message_user(request, exc.message, messages.ERROR)
         else:
             label = action.replace("_", " ").capitalize()
             self.message_user(request, f"{label}: task {str(task.pk)[:8]} is now {task.status}.", messages.SUCCESS)
@@ -138,22 +137,21 @@ class TaskPagesMixin:
                 priority=data["priority"],
                 max_retries=data["max_retries"],
             )
-            try:
-                with audited(
+            # Errors of the submission (kind, payload, size) go next to the form's fields.
+            with (
+                errors_on_form(form, field="payload"),
+                audited(
                     user=request.user, action="task.copy", reason=data["reason"], object_type="tasks.task"
-                ) as audit:
-                    copy, _ = services.task_submit(
-                        owner=source.owner, spec=spec, trigger=TaskTrigger.ADMIN, actor=request.user
-                    )
-                    audit.update(
-                        object_ids=[source.pk, copy.pk],
-                        details={"source": str(source.pk), "copy": str(copy.pk), "kind": copy.kind},
-                    )
-            except serializers.ValidationError as exc:
-                add_validation_errors(form, exc)
-            except PayloadTooLarge as exc:
-                form.add_error("payload", str(exc.detail))
-            else:
+                ) as audit,
+            ):
+                copy, _ = services.task_submit(
+                    owner=source.owner, spec=spec, trigger=TaskTrigger.ADMIN, actor=request.user
+                )
+                audit.update(
+                    object_ids=[source.pk, copy.pk],
+                    details={"source": str(source.pk), "copy": str(copy.pk), "kind": copy.kind},
+                )
+            if not form.errors:
                 self.message_user(
                     request, f"Submitted task {str(copy.pk)[:8]}, a copy of {str(source.pk)[:8]}.", messages.SUCCESS
                 )

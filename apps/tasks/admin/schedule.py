@@ -7,15 +7,14 @@ stock django-celery-beat admin stays for the system jobs.
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
-from rest_framework import serializers
 
+from apps.core.admin_errors import errors_on_form
 from apps.core.services import audited
 
 from .. import cron, schedule_services
 from ..forms import TaskActionForm
 from ..models import Schedule
 from ..schedule_services import ScheduleSpec
-from .errors import add_schedule_errors
 
 RUNS_SHOWN = 20
 PREVIEW_COUNT = 10
@@ -50,10 +49,8 @@ class ScheduleForm(forms.ModelForm):
         owner = cleaned.get("owner") or getattr(self.instance, "owner", None)
         if self.errors or owner is None:
             return cleaned
-        try:
-            schedule_services.schedule_validate(owner=owner, spec=self.spec(), exclude_pk=self.instance.pk)
-        except serializers.ValidationError as exc:
-            add_schedule_errors(self, exc)
+        with errors_on_form(self):
+            schedule_services.schedule_clean(owner=owner, spec=self.spec(), exclude_pk=self.instance.pk)
         return cleaned
 
     def validate_unique(self):
