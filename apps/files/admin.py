@@ -3,6 +3,7 @@ from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import services
 from .models import StoredFile
@@ -55,7 +56,7 @@ class StoredFileAdmin(admin.ModelAdmin):
         if not links:
             return "—"
         return format_html_join(
-            format_html("<br>"),
+            mark_safe("<br>"),
             '<a href="{}">{}</a> ({}, {})',
             (
                 (reverse("admin:tasks_task_change", args=[link.task_id]), link.task.title, link.role, link.task.status)

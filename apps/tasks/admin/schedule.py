@@ -7,6 +7,7 @@ stock django-celery-beat admin stays for the system jobs.
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.core.admin_errors import errors_on_form
 from apps.core.services import audited
@@ -110,7 +111,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         if not tasks:
             return "No runs yet."
         return format_html_join(
-            format_html("<br>"),
+            mark_safe("<br>"),
             '<a href="../../task/{}/change/">{}</a> {} ({})',
             (
                 (task.pk, task.created_at.strftime("%Y-%m-%d %H:%M:%S"), task.get_status_display(), task.trigger)
