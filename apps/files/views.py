@@ -7,13 +7,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from apps.core.exceptions import Conflict, PayloadTooLarge, ServiceUnavailable
-from apps.core.permissions import OwnerOrStaffWithPermission
 from apps.core.serializers import ReasonSerializer
-from apps.core.services import audited_write
+from apps.core.viewsets import OwnedObjectViewSetMixin
 
 from . import services
 from . import storage as object_store
@@ -55,13 +53,16 @@ class IgnoreClientContentNegotiation(BaseContentNegotiation):
 
 
 class StoredFileViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+    OwnedObjectViewSetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
 ):
     """The caller's files (staff: everyone's). Another user's file is a 404 everywhere."""
 
     serializer_class = StoredFileSerializer
     filterset_fields = ["state"]
-    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
     staff_permissions = {"destroy": "files.delete_storedfile", "complete": "files.change_storedfile"}
 
     def get_queryset(self):
@@ -122,15 +123,8 @@ class StoredFileViewSet(
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
         """Verify the uploaded object against what was declared and mark the file `ready`."""
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        stored_file = self.get_object()
-        stored_file = audited_write(
-            user=request.user,
-            obj=stored_file,
-            action="file.complete",
-            reason=data.validated_data["reason"],
-            write=lambda: services.stored_file_complete(stored_file=stored_file),
+        stored_file = self.reasoned_action(
+            action="file.complete", write=lambda stored_file: services.stored_file_complete(stored_file=stored_file)
         )
         return Response(self.get_serializer(stored_file).data)
 
@@ -170,9 +164,8 @@ class StoredFileViewSet(
         return response
 
     def perform_destroy(self, instance):
-        audited_write(
-            user=self.request.user,
-            obj=instance,
+        self.audited(
+            instance,
             action="file.delete",
             write=lambda: services.stored_file_delete(stored_file=instance),
         )

@@ -7,14 +7,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.caching import cached
-from apps.core.permissions import OwnerOrStaffWithPermission
 from apps.core.serializers import ReasonSerializer
-from apps.core.services import audited_write
+from apps.core.viewsets import OwnedObjectViewSetMixin
 
 from . import schedule_services, services
 from .etags import task_detail_etag
@@ -41,12 +39,11 @@ from .serializers import (
 )
 
 
-class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Tasks: owners see their own, staff see all. Another user's task is a 404."""
 
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
-    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
     staff_permissions = {"retry": "tasks.retry_task", "cancel": "tasks.cancel_task"}
 
     def get_queryset(self):
@@ -113,9 +110,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         data = TaskActionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         task = self.get_object()
-        task = audited_write(
-            user=request.user,
-            obj=task,
+        task = self.audited(
+            task,
             action="task.retry",
             reason=data.validated_data["reason"],
             write=lambda: services.task_retry(task=task, actor=request.user, **data.validated_data),
@@ -130,9 +126,8 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if data.validated_data["hard"] and not request.user.has_perm("tasks.cancel_task"):
             raise PermissionDenied("Only operators can hard-revoke a running task.")
         task = self.get_object()
-        task = audited_write(
-            user=request.user,
-            obj=task,
+        task = self.audited(
+            task,
             action="task.hard_revoke" if data.validated_data["hard"] else "task.cancel",
             reason=data.validated_data["reason"],
             write=lambda: services.task_cancel(task=task, actor=request.user, **data.validated_data),
@@ -177,12 +172,11 @@ class KindListView(APIView):
         return [dict(item) for item in KindSerializer(kinds, many=True).data]
 
 
-class ScheduleViewSet(viewsets.ModelViewSet):
+class ScheduleViewSet(OwnedObjectViewSetMixin, viewsets.ModelViewSet):
     """Recurring submissions. Owners manage their own; another user's schedule is a 404."""
 
     serializer_class = ScheduleSerializer
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
-    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
     staff_permissions = {
         "update": "tasks.change_schedule",
         "partial_update": "tasks.change_schedule",
@@ -216,9 +210,8 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     def update(self, request, pk=None, partial=False):
         schedule = self.get_object()
         spec = self._input(instance=schedule, partial=partial)
-        schedule = audited_write(
-            user=request.user,
-            obj=schedule,
+        schedule = self.audited(
+            schedule,
             action="schedule.change",
             write=lambda: schedule_services.schedule_update(schedule=schedule, spec=spec),
         )
@@ -229,9 +222,8 @@ class ScheduleViewSet(viewsets.ModelViewSet):
         return self.update(request, pk=pk, partial=True)
 
     def perform_destroy(self, instance):
-        audited_write(
-            user=self.request.user,
-            obj=instance,
+        self.audited(
+            instance,
             action="schedule.delete",
             write=lambda: schedule_services.schedule_delete(schedule=instance),
         )
@@ -240,15 +232,9 @@ class ScheduleViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def run(self, request, pk=None):
         """Run now: one task at once, linked to the schedule and marked as run now."""
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        schedule = self.get_object()
-        task = audited_write(
-            user=request.user,
-            obj=schedule,
+        task = self.reasoned_action(
             action="schedule.run_now",
-            reason=data.validated_data["reason"],
-            write=lambda: schedule_services.schedule_run_now(schedule=schedule, actor=request.user),
+            write=lambda schedule: schedule_services.schedule_run_now(schedule=schedule, actor=request.user),
         )
         data = TaskSerializer(task, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED, headers={"Location": data["url"]})

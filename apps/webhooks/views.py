@@ -2,13 +2,11 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.permissions import OwnerOrStaffWithPermission
 from apps.core.serializers import ReasonSerializer, StrictSerializer
-from apps.core.services import audited_write
+from apps.core.viewsets import OwnedObjectViewSetMixin
 
 from . import services
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -26,12 +24,11 @@ def _deliveries(queryset):
     return queryset.select_related("owner").prefetch_related(attempts)
 
 
-class EndpointViewSet(viewsets.ModelViewSet):
+class EndpointViewSet(OwnedObjectViewSetMixin, viewsets.ModelViewSet):
     """Your webhook endpoints. The signing secret is shown on create and rotate only."""
 
     serializer_class = EndpointSerializer
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
-    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
     staff_permissions = {
         "partial_update": "webhooks.change_webhookendpoint",
         "rotate_secret": "webhooks.change_webhookendpoint",
@@ -56,18 +53,16 @@ class EndpointViewSet(viewsets.ModelViewSet):
         data = EndpointInputSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         endpoint = self.get_object()
-        endpoint = audited_write(
-            user=request.user,
-            obj=endpoint,
+        endpoint = self.audited(
+            endpoint,
             action="webhook.change",
             write=lambda: services.endpoint_update(endpoint=endpoint, **data.validated_data),
         )
         return Response(EndpointSerializer(endpoint).data)
 
     def perform_destroy(self, instance):
-        audited_write(
-            user=self.request.user,
-            obj=instance,
+        self.audited(
+            instance,
             action="webhook.delete",
             write=lambda: services.endpoint_delete(endpoint=instance),
         )
@@ -75,15 +70,8 @@ class EndpointViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ReasonSerializer, responses=EndpointWithSecretSerializer)
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        endpoint = self.get_object()
-        endpoint = audited_write(
-            user=request.user,
-            obj=endpoint,
-            action="webhook.rotate_secret",
-            reason=data.validated_data["reason"],
-            write=lambda: services.endpoint_rotate_secret(endpoint=endpoint),
+        endpoint = self.reasoned_action(
+            action="webhook.rotate_secret", write=lambda endpoint: services.endpoint_rotate_secret(endpoint=endpoint)
         )
         return Response(EndpointWithSecretSerializer(endpoint).data)
 
@@ -95,11 +83,12 @@ class EndpointViewSet(viewsets.ModelViewSet):
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)
 
 
-class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class DeliveryViewSet(
+    OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Every delivery of your endpoints and task callbacks, with each attempt."""
 
     serializer_class = DeliverySerializer
-    permission_classes = [IsAuthenticated, OwnerOrStaffWithPermission]
     # The admin's redeliver action asks for "change" too.
     staff_permissions = {"redeliver": "webhooks.change_webhookdelivery"}
 
@@ -112,15 +101,8 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @extend_schema(request=ReasonSerializer, responses={201: DeliverySerializer})
     @action(detail=True, methods=["post"])
     def redeliver(self, request, pk=None):
-        data = ReasonSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery = self.get_object()
-        copy = audited_write(
-            user=request.user,
-            obj=delivery,
-            action="delivery.redeliver",
-            reason=data.validated_data["reason"],
-            write=lambda: services.delivery_redeliver(delivery=delivery),
+        copy = self.reasoned_action(
+            action="delivery.redeliver", write=lambda delivery: services.delivery_redeliver(delivery=delivery)
         )
         return Response(DeliverySerializer(copy).data, status=status.HTTP_201_CREATED)
 
