@@ -107,7 +107,32 @@ def _unstorable_query_parameter(request) -> tuple[str, str] | None:
     return None
 
 
-class UnstorableQueryMiddleware:
+class RequestCheckMiddleware:
+    """Base of the middlewares that only look at the request before the view: `check(request)`
+    may change it, or return a response to answer with instead. Sync and async alike, with no
+    thread hop (the checks do no I/O)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def check(self, request):
+        return None
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        return self.check(request) or self.get_response(request)
+
+    async def __acall__(self, request):
+        return self.check(request) or await self.get_response(request)
+
+
+class UnstorableQueryMiddleware(RequestCheckMiddleware):
     """NUL in a query parameter (name or value) is a 400, for every view.
 
     One place for all of them: the API's filters, searches and cursors, the admin's
@@ -118,15 +143,7 @@ class UnstorableQueryMiddleware:
     (APIView, viewsets, generic views across four apps) and the admin's views are Django's.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def _refusal(self, request):
+    def check(self, request):
         problem = _unstorable_query_parameter(request)
         if problem is None:
             return None
@@ -144,16 +161,8 @@ class UnstorableQueryMiddleware:
         response.renderer_context = {}
         return response.render()
 
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        return self._refusal(request) or self.get_response(request)
 
-    async def __acall__(self, request):
-        return self._refusal(request) or await self.get_response(request)
-
-
-class ApiTrailingSlashMiddleware:
+class ApiTrailingSlashMiddleware(RequestCheckMiddleware):
     """An /api/ path without its trailing slash is served as the path with it, in place.
 
     Django's APPEND_SLASH would answer with an HTML 301 to the slash form, which a client that
@@ -162,16 +171,7 @@ class ApiTrailingSlashMiddleware:
     JSON 404. Runs before CommonMiddleware, which then finds nothing to redirect.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    @staticmethod
-    def _add_slash(request) -> None:
+    def check(self, request) -> None:
         path = request.path_info
         if not path.startswith("/api/") or path.endswith("/"):
             return
@@ -179,13 +179,3 @@ class ApiTrailingSlashMiddleware:
         if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):
             request.path_info = f"{path}/"
             request.path = f"{request.path}/"
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self.__acall__(request)
-        self._add_slash(request)
-        return self.get_response(request)
-
-    async def __acall__(self, request):
-        self._add_slash(request)
-        return await self.get_response(request)
