@@ -56,8 +56,9 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+# Local files of this installation (the embedded mode's database, media and broker, beat's
+# lock). Settings only name folders; apps/core/apps.py creates them when Django starts.
 VAR_DIR = Path(env.str("TASKFLOW_VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -190,8 +191,6 @@ MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-if DEBUG:
-    STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise serves from the finders, but wants the folder
 if AWS_STORAGE_BUCKET_NAME:
     default_storage = {
         # S3Storage that keeps objects' bytes as uploaded (no Content-Encoding guessed from names).
@@ -290,18 +289,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery -----------------------------------------------------------------------------
+# Longest time limit any task kind may ask for; the visibility timeout stays above it.
+TASK_MAX_TIMEOUT = 3600
 # Every non-default below serves "no accepted task is lost"; see taskflow_site/celery.py.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Redis re-delivers an unacked message after this long: keep it above the
-        # longest task time limit so a slow task is never handed to a second worker.
-        "visibility_timeout": 2 * 3600,
+        # Redis re-delivers an unacked message after this long: above the longest task
+        # time limit, so a slow task is never handed to a second worker.
+        "visibility_timeout": 2 * TASK_MAX_TIMEOUT,
     }
 else:
     broker_dir = VAR_DIR / "broker"
-    for sub in ("queue", "processed", "control"):
-        (broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(broker_dir / "queue"),
@@ -320,8 +319,6 @@ CELERY_TIMEZONE = "UTC"
 # django-celery-beat's database scheduler behind a lock: a second beat stands by.
 CELERY_BEAT_SCHEDULER = "apps.tasks.beat:SingleBeatScheduler"
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# Longest time limit any task kind may ask for; the visibility timeout stays above it.
-TASK_MAX_TIMEOUT = 3600
 
 # --- Task engine (apps/tasks) -------------------------------------------------------------
 TASK_MAX_PAYLOAD_BYTES = env_positive_int("TASK_MAX_PAYLOAD_BYTES", 256 * 1024)
@@ -335,7 +332,6 @@ TASK_DISPATCH_LOOKAHEAD = env_positive_int("TASK_DISPATCH_LOOKAHEAD", 60)
 TASK_REAPER_INTERVAL = env_positive_int("TASK_REAPER_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_positive_int("TASK_DISPATCH_INTERVAL", 10)
 TASK_RETENTION_DAYS = env_positive_int("TASK_RETENTION_DAYS", 30)
-TASK_BROKER_TIMEOUT = 2
 # A schedule run that beat has not fired this long after it was due is fired by the sweep.
 SCHEDULE_CATCH_UP_AFTER = env_positive_int("SCHEDULE_CATCH_UP_AFTER", 30)
 CELERY_BEAT_SCHEDULE = {
@@ -445,9 +441,6 @@ if WORKER_METRICS_PORT > 65535:
 # writes its metrics there and a scrape sums them. gunicorn and the worker empty it at start
 # and use a directory of their own when it is unset; see apps/core/metrics.py.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
-if PROMETHEUS_MULTIPROC_DIR:
-    # prometheus_client writes there as soon as a metric exists, in any process (manage.py too).
-    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # Set: the web's /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
 # Unset: open, as for a scrape from inside the cluster. The worker's port is never
@@ -467,12 +460,9 @@ RATE_LIMITS = {
     "anon": env_rate("RATE_LIMIT_ANON", "60/min"),
     "auth": env_rate("RATE_LIMIT_AUTH", "10/min"),
 }
-RATE_LIMIT_KEY_PREFIX = "taskflow:ratelimit"
 # Reverse proxies in front of TaskFlow that append to X-Forwarded-For. 0: the client is the
 # connection's address (REMOTE_ADDR); behind one ingress or load balancer: 1.
 NUM_PROXIES = env_non_negative_int("NUM_PROXIES", 0)
-# GET /api/kinds/ is cached this long (seconds): one entry for staff, one for everyone else.
-TASK_KINDS_CACHE_SECONDS = 60
 
 # --- TaskFlow ---------------------------------------------------------------------------
 TASKFLOW_DEMO_EMAIL = env.str("TASKFLOW_DEMO_EMAIL", default="admin@taskflow.local")
@@ -506,8 +496,6 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # CELERY_BEAT_SCHEDULE above.
 
 # --- Operator admin (apps/tasks/admin/) ---------------------------------------------
-# Bulk retry/cancel of more tasks than this is handed to a Celery task instead of the request.
-TASK_ADMIN_BULK_INLINE_MAX = 1000
 # The dashboard's aggregates and worker inspection are cached this long (seconds): the last
 # hour's for CACHE, the day's and week's (slow to compute at millions of tasks) for HISTORY.
 TASK_DASHBOARD_CACHE_SECONDS = 10

@@ -123,6 +123,8 @@ def get_limiter() -> RedisLimiter | LocalLimiter:
     return _redis_limiter(settings.REDIS_URL) if settings.REDIS_URL else _local_limiter()
 
 
+# Redis keys of the buckets: KEY_PREFIX:scope:ident.
+KEY_PREFIX = "taskflow:ratelimit"
 _last_store_warning = 0.0
 
 
@@ -130,7 +132,7 @@ def check_rate(*, scope: str, ident: str) -> Decision:
     """Count one request against the bucket of `scope` (a key of settings.RATE_LIMITS) for `ident`."""
     global _last_store_warning
     limit, period = parse_rate(settings.RATE_LIMITS[scope])
-    key = f"{settings.RATE_LIMIT_KEY_PREFIX}:{scope}:{ident}"
+    key = f"{KEY_PREFIX}:{scope}:{ident}"
     try:
         return get_limiter().hit(key, limit=limit, period=period)
     except redis.RedisError as exc:

@@ -3,13 +3,12 @@
 A staff member may pick tens of thousands of tasks ("retry all that match"). Each task still
 goes through services.task_retry / task_cancel (the one code path for a transition, with its
 lock, checks and TaskEvent), BATCH_SIZE tasks per transaction so no transaction grows huge.
-Beyond settings.TASK_ADMIN_BULK_INLINE_MAX the ids go to Celery (`taskflow.bulk_task_action`)
+Beyond INLINE_MAX the ids go to Celery (`taskflow.bulk_task_action`)
 in messages of MESSAGE_SIZE ids, and the request returns at once.
 """
 
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -20,6 +19,8 @@ from . import services
 from .models import RETRYABLE_STATUSES, WAITING_STATUSES, Task, TaskStatus
 
 BATCH_SIZE = 500
+# Retry/cancel of more tasks than this is handed to a Celery task instead of the request.
+INLINE_MAX = 1000
 MESSAGE_SIZE = 5_000
 
 RETRY = "retry"
@@ -74,7 +75,7 @@ def tasks_bulk_action(*, action: str, queryset, actor, reason: str = "", source:
     task_ids = list(queryset.filter(status__in=ELIGIBLE[action]).order_by().values_list("pk", flat=True))
     outcome = BulkOutcome(eligible=len(task_ids))
     details = {"source": source}
-    if len(task_ids) > settings.TASK_ADMIN_BULK_INLINE_MAX:
+    if len(task_ids) > INLINE_MAX:
         from .tasks import bulk_task_action
 
         messages = [task_ids[i : i + MESSAGE_SIZE] for i in range(0, len(task_ids), MESSAGE_SIZE)]

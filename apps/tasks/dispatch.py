@@ -9,13 +9,15 @@ from operator import attrgetter
 
 import structlog
 from celery import current_app as celery_app
-from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .models import CELERY_PRIORITY
+
+# Seconds a broker health check (queue depth) waits for a connection.
+BROKER_TIMEOUT = 2
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ def queue_depth(queue: str) -> int | None:
     """Messages waiting in a broker queue, or None when the broker cannot tell."""
     try:
         with celery_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=settings.TASK_BROKER_TIMEOUT)
+            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
             return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
     except Exception as exc:
         # A queue that was never declared (e.g. after FLUSHALL) has no messages at all.

@@ -7,6 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from apps.core import throttling
 from apps.files.models import StoredFile
 from apps.tasks.models import Task, TaskEvent
 
@@ -160,9 +161,9 @@ def test_a_forged_token_is_refused(api):
     assert_json_error(response, 401)
 
 
-def test_brute_force_on_token_is_throttled_with_retry_after(api, owner, settings):
+def test_brute_force_on_token_is_throttled_with_retry_after(api, owner, settings, monkeypatch):
     settings.RATE_LIMITS = {**settings.RATE_LIMITS, "auth": "5/min"}
-    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
+    monkeypatch.setattr(throttling, "KEY_PREFIX", f"test-ratelimit:{uuid.uuid4().hex}")
     statuses = [
         api.post("/api/auth/token/", {"email": owner.email, "password": f"guess-{n}"}).status_code for n in range(5)
     ]

@@ -2,6 +2,7 @@ import uuid
 
 import pytest
 
+from apps.core import throttling
 from tests.support.processes import WebServer, process_starter
 
 
@@ -27,7 +28,8 @@ def start_web():
 
 
 @pytest.fixture
-def rate_limit_prefix(settings):
+def rate_limit_prefix(monkeypatch):
     """Buckets of this test only: the test Redis keeps its keys for the whole session."""
-    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}"
-    return settings.RATE_LIMIT_KEY_PREFIX
+    prefix = f"test-ratelimit:{uuid.uuid4().hex}"
+    monkeypatch.setattr(throttling, "KEY_PREFIX", prefix)
+    return prefix

@@ -78,3 +78,27 @@ def test_no_product_module_imports_the_test_support_code():
                 names = [node.module or ""]
             offenders += [f"{path.relative_to(BASE_DIR)}: {name}" for name in names if name.split(".")[0] == "tests"]
     assert offenders == []
+
+
+def test_reading_the_settings_writes_nothing_and_starting_django_makes_the_local_folders(tmp_path):
+    var_dir, metrics_dir = tmp_path / "var", tmp_path / "metrics"
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {"TASKFLOW_VAR_DIR": str(var_dir), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "DEBUG": "true"}
+    env["DJANGO_SETTINGS_MODULE"] = "taskflow_site.settings"
+    script = (
+        "import pathlib, sys, django\n"
+        "from django.conf import settings\n"
+        "settings.DATABASES, settings.CELERY_BROKER_TRANSPORT_OPTIONS\n"
+        "print(sorted(p.name for p in pathlib.Path(sys.argv[1]).iterdir()))\n"
+        "django.setup()\n"
+        "print(sorted(str(p.relative_to(sys.argv[1])) for p in pathlib.Path(sys.argv[1]).rglob('*') if p.is_dir()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.splitlines()
+    assert before == "[]"  # settings read: no folder made
+    # Django set up: var/ and the on-disk broker's folders of the embedded mode, the metrics folder.
+    for folder in ("var", "var/broker/queue", "var/broker/processed", "var/broker/control", "metrics"):
+        assert f"'{folder}'" in after

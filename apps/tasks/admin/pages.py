@@ -4,7 +4,6 @@ cancel (selected, or everything that matches the filter, through apps/tasks/bulk
 owner filter's autocomplete. TaskAdmin (task.py) mixes them in; every write is `audited`.
 """
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
@@ -229,7 +228,7 @@ class TaskPagesMixin:
             "search": changelist.query,
             "query": query,
             "back": back,
-            "inline_max": settings.TASK_ADMIN_BULK_INLINE_MAX,
+            "inline_max": bulk.INLINE_MAX,
         }
         return TemplateResponse(request, "admin/tasks/task/retry_matching.html", context)
 

@@ -519,9 +519,9 @@ def test_retry_matching_is_refused_to_viewers(viewer_client, owner):
 
 
 def test_bulk_retry_beyond_the_threshold_is_handed_to_celery(
-    operator, owner, settings, django_capture_on_commit_callbacks
+    operator, owner, monkeypatch, django_capture_on_commit_callbacks
 ):
-    settings.TASK_ADMIN_BULK_INLINE_MAX = 2
+    monkeypatch.setattr(bulk, "INLINE_MAX", 2)
     tasks = [failed_task(owner) for _ in range(3)]
     with django_capture_on_commit_callbacks() as callbacks:
         outcome = bulk.tasks_bulk_action(
