@@ -464,6 +464,17 @@ RATE_LIMITS = {
 # connection's address (REMOTE_ADDR); behind one ingress or load balancer: 1.
 NUM_PROXIES = env_non_negative_int("NUM_PROXIES", 0)
 
+# --- Quotas (apps/accounts/quotas.py) ------------------------------------------------------
+# What one owner may hold, unless staff set the user's own figure in the admin (Quotas):
+# tasks not yet final (over it: 429 on submit), schedules and webhook endpoints (over it: 400),
+# and the shortest time between a schedule's runs for a user who is not staff.
+QUOTAS = {
+    "tasks_not_final": env_positive_int("QUOTA_TASKS_NOT_FINAL", 100_000),
+    "schedules": env_positive_int("QUOTA_SCHEDULES", 100),
+    "schedule_min_interval_seconds": env_non_negative_int("QUOTA_SCHEDULE_MIN_INTERVAL_SECONDS", 60),
+    "webhook_endpoints": env_positive_int("QUOTA_WEBHOOK_ENDPOINTS", 10),
+}
+
 # --- TaskFlow ---------------------------------------------------------------------------
 TASKFLOW_DEMO_EMAIL = env.str("TASKFLOW_DEMO_EMAIL", default="admin@taskflow.local")
 TASKFLOW_DEMO_PASSWORD = env.str("TASKFLOW_DEMO_PASSWORD", default="taskflow-admin")

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -10,7 +11,7 @@ from apps.core.services import audited
 from apps.tasks.models import Task, TaskStatus
 
 from . import services
-from .models import ApiKey, User
+from .models import ApiKey, Quota, User
 
 
 def revoke_api_keys(*, keys, actor, reason: str = "") -> int:
@@ -171,3 +172,51 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request, queryset):
         revoked = revoke_api_keys(keys=queryset, actor=request.user)
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    """A user's own quotas; an empty figure is the default of settings.QUOTAS (shown beside it)."""
+
+    list_display = ("user", "tasks_not_final_shown", "schedules_shown", "min_interval_shown", "endpoints_shown")
+    search_fields = ("user__email",)
+    list_select_related = ("user",)
+    autocomplete_fields = ("user",)
+    readonly_fields = ("updated_at",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("user", "updated_at") if obj else ("updated_at",)
+
+    def _figure(self, obj, name):
+        own = getattr(obj, name)
+        return f"{own:,}" if own is not None else f"default ({settings.QUOTAS[name]:,})"
+
+    @admin.display(description="tasks not final")
+    def tasks_not_final_shown(self, obj):
+        return self._figure(obj, "tasks_not_final")
+
+    @admin.display(description="schedules")
+    def schedules_shown(self, obj):
+        return self._figure(obj, "schedules")
+
+    @admin.display(description="min. schedule interval (s)")
+    def min_interval_shown(self, obj):
+        return self._figure(obj, "schedule_min_interval_seconds")
+
+    @admin.display(description="webhook endpoints")
+    def endpoints_shown(self, obj):
+        return self._figure(obj, "webhook_endpoints")
+
+    def save_model(self, request, obj, form, change):
+        with audited(
+            user=request.user,
+            action="quota.change" if change else "quota.add",
+            object_type="accounts.quota",
+            object_ids=[obj.pk],
+            details={name: form.cleaned_data.get(name) for name in settings.QUOTAS},
+        ):
+            super().save_model(request, obj, form, change)
+
+    def delete_model(self, request, obj):
+        with audited(user=request.user, action="quota.delete", object_type="accounts.quota", object_ids=[obj.pk]):
+            super().delete_model(request, obj)

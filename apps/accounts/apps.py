@@ -6,4 +6,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self):
-        from . import schema  # noqa: F401  (registers the OpenAPI description of API keys)
+        from . import (
+            schema,  # noqa: F401  (registers the OpenAPI description of API keys)
+            signals,  # noqa: F401  (drops cached quotas when they change)
+        )

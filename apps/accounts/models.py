@@ -101,3 +101,25 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class Quota(models.Model):
+    """One user's own quotas, where staff have set them; an empty figure means the default
+    (settings.QUOTAS)."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, primary_key=True, related_name="quota")
+    tasks_not_final = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tasks not yet final at once (over it: 429 on submit)."
+    )
+    schedules = models.PositiveIntegerField(null=True, blank=True, help_text="Schedules.")
+    schedule_min_interval_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Shortest time between a schedule's runs, in seconds (staff: none)."
+    )
+    webhook_endpoints = models.PositiveIntegerField(null=True, blank=True, help_text="Webhook endpoints.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user__email"]
+
+    def __str__(self):
+        return f"Quotas of {self.user}"

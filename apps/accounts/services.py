@@ -1,11 +1,13 @@
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
+from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.core.exceptions import InvalidInput
+from apps.core.exceptions import InvalidInput, QuotaExceeded
 
-from .models import ApiKey, User, generate_api_key, hash_api_key
+from .models import ApiKey, Quota, User, generate_api_key, hash_api_key
 
 DUPLICATE_EMAIL_MESSAGE = "A user with this email address already exists."
 
@@ -54,3 +56,42 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
     return api_key
+
+
+# --- Quotas -----------------------------------------------------------------------------------
+# A user's own figures are read on every submission, so they are cached; saving or deleting a
+# Quota row drops the entry (quota_forget), and the timeout only bounds a missed drop.
+QUOTA_CACHE_SECONDS = 300
+
+
+def user_cache_key(user, name: str) -> str:
+    """A cache key of this user's: the id and the joining time (a recreated database reuses ids)."""
+    return f"accounts:{name}:{user.pk}:{int(user.date_joined.timestamp() * 1_000_000)}"
+
+
+def quota_limits(user) -> dict[str, int]:
+    """The user's quotas: their own figures where staff set them, settings.QUOTAS otherwise."""
+    key = user_cache_key(user, "quota")
+    own = cache.get(key)
+    if own is None:
+        row = Quota.objects.filter(user=user).values(*settings.QUOTAS).first() or {}
+        own = {name: value for name, value in row.items() if value is not None}
+        cache.set(key, own, QUOTA_CACHE_SECONDS)
+    return {**settings.QUOTAS, **own}
+
+
+def quota_forget(user) -> None:
+    cache.delete(user_cache_key(user, "quota"))
+
+
+def quota_check(user, quota: str, *, current: int, adding: int = 1, what: str, error=QuotaExceeded) -> None:
+    """Refuse (QuotaExceeded, or `error`) when `adding` more would take `current` past the quota."""
+    limit = quota_limits(user)[quota]
+    if current + adding > limit:
+        raise error(
+            f"Quota reached for {what}: at most {limit:,} per user; you have {current:,}"
+            + (f" and asked for {adding:,} more." if adding > 1 else "."),
+            quota=quota,
+            limit=limit,
+            current=current,
+        )

@@ -13,6 +13,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler
 
 from .exceptions import (
+    BacklogQuotaExceeded,
     Conflict,
     DomainError,
     Forbidden,
@@ -33,6 +34,7 @@ STATUS_OF = {
     PayloadTooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     NotSupported: status.HTTP_501_NOT_IMPLEMENTED,
     ServiceUnavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+    BacklogQuotaExceeded: status.HTTP_429_TOO_MANY_REQUESTS,
     DomainError: status.HTTP_400_BAD_REQUEST,
 }
 
@@ -48,6 +50,7 @@ class _DomainAPIError(exceptions.APIException):
         super().__init__(exc.message, code=exc.code)
         self.status_code = status_of(exc)
         self.default_code = exc.code
+        self.extra = exc.extra
 
 
 def _as_api_exception(exc):
@@ -100,7 +103,7 @@ def api_exception_handler(exc, context):
             code = str(detail.get("code", code)) if "code" in detail else code
         else:
             message = str(detail)
-        error = {"code": code, "message": message}
+        error = {"code": code, "message": message, **getattr(exc, "extra", {})}
     response.data = {"error": error}
     return response
 

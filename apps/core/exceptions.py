@@ -20,6 +20,11 @@ class DomainError(Exception):
         super().__init__(self.message)
 
     @property
+    def extra(self) -> dict:
+        """Further facts for the API's error body, beside code and message (none by default)."""
+        return {}
+
+    @property
     def detail(self):
         """The message (InvalidInput: the fields), under the name DRF's exceptions give it, so code that
         handles both (while apps/tasks/services.py still raises DRF's ValidationError) reads either."""
@@ -85,6 +90,24 @@ class NotSupported(DomainError):
 class ServiceUnavailable(DomainError):
     code = "service_unavailable"
     default_message = "A service TaskFlow depends on is unavailable; try again shortly."
+
+
+class QuotaExceeded(DomainError):
+    """The owner holds as much of something as their quota allows (a 400: change the request)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, quota: str, limit: int, current: int):
+        self.quota, self.limit, self.current = quota, limit, current
+        super().__init__(message)
+
+    @property
+    def extra(self) -> dict:
+        return {"quota": self.quota, "limit": self.limit, "current": self.current}
+
+
+class BacklogQuotaExceeded(QuotaExceeded):
+    """Too many of the owner's tasks are not final yet (a 429: try again once some finish)."""
 
 
 def _messages(value) -> list[str] | dict:

@@ -27,7 +27,8 @@ ERRORS = {
     "409": "The object's current state does not allow this.",
     "413": "The request body (or the file) is too large.",
     "415": "The request body's content type is not accepted here.",
-    "429": "Too many requests: wait for the seconds in Retry-After.",
+    "429": "Too many requests: wait for the seconds in Retry-After; or, with `code` "
+    "`quota_exceeded`, too many of your tasks are not final yet (`quota`, `limit`, `current`).",
     "503": "A service TaskFlow depends on is unavailable; try again shortly.",
 }
 
@@ -36,6 +37,9 @@ class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable, machine-readable: `invalid`, `not_found`, `conflict`, ...")
     message = serializers.CharField(help_text="For people; the first field error for `invalid`.")
     fields = serializers.DictField(required=False, help_text="`invalid` only: the errors of each field.")
+    quota = serializers.CharField(required=False, help_text="`quota_exceeded` only: which quota was reached.")
+    limit = serializers.IntegerField(required=False, help_text="`quota_exceeded` only: the quota's figure.")
+    current = serializers.IntegerField(required=False, help_text="`quota_exceeded` only: what you hold now.")
 
 
 class ErrorSerializer(serializers.Serializer):

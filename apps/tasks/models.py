@@ -21,6 +21,7 @@ CLAIMABLE_STATUSES = (TaskStatus.QUEUED, TaskStatus.RETRYING)
 # Cancel takes effect at once in these states; a running task is asked to stop instead.
 WAITING_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RETRYING)
 RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+UNFINISHED_STATUSES = (*WAITING_STATUSES, TaskStatus.RUNNING)
 
 
 class TaskPriority(models.TextChoices):
@@ -137,6 +138,8 @@ class Task(models.Model):
             models.Index(
                 fields=["lease_expires_at"], name="task_running_lease", condition=Q(status=TaskStatus.RUNNING)
             ),
+            # An owner's tasks not yet final, counted for their quota (apps/tasks/quotas.py).
+            models.Index(fields=["owner"], name="task_unfinished_owner", condition=Q(status__in=UNFINISHED_STATUSES)),
             models.Index(
                 fields=["run_at"],
                 name="task_waiting_due",

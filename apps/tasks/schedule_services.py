@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from apps.core.exceptions import Conflict, InvalidInput
+from apps.core.exceptions import BacklogQuotaExceeded, Conflict, InvalidInput
 
-from . import cron
+from . import cron, quotas
 from .models import FINAL_STATUSES, OverlapPolicy, Schedule, Task, TaskPriority, TaskTrigger
 from .services import TaskSpec, task_build, task_submit
 
@@ -46,7 +47,8 @@ class ScheduleSpec:
 def schedule_clean(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
     """Check the timing and the kind/payload like a submission would; returns the clean payload.
 
-    Raises InvalidInput with every problem found, by field.
+    Raises InvalidInput with every problem found, by field; then QuotaExceeded past the owner's
+    count of schedules (on create) or below their minimum interval (when the timing is new).
     """
     errors = {}
     if bool(spec.cron) == (spec.interval_seconds is not None):
@@ -72,6 +74,20 @@ def schedule_clean(*, owner, spec: ScheduleSpec, exclude_pk=None) -> dict:
         task = None
     if errors:
         raise InvalidInput(errors)
+    timing = (spec.cron, spec.interval_seconds if not spec.cron else None, spec.timezone)
+    existing = None
+    if exclude_pk is not None:
+        stored = Schedule.objects.filter(pk=exclude_pk)
+        existing = stored.values_list("owner_id", "cron", "interval_seconds", "timezone").first()
+    new_to_owner = existing is None or existing[0] != owner.pk
+    if new_to_owner or tuple(existing[1:]) != timing:
+        quotas.check_schedule(
+            owner,
+            creating=new_to_owner,
+            cron_expression=spec.cron,
+            zone=spec.timezone,
+            interval_seconds=timing[1],
+        )
     return task.payload
 
 
@@ -217,6 +233,11 @@ def schedule_fire(*, schedule_id, now: datetime | None = None) -> Task | None:
             return _submit_run(schedule, trigger=TaskTrigger.SCHEDULE)
         except InvalidInput as exc:
             logger.error("schedule %s cannot submit its run: %s", schedule.pk, exc.detail)
+            return None
+        except BacklogQuotaExceeded as exc:
+            # The owner's tasks are not finishing: this run is skipped, the next comes as usual.
+            Schedule.objects.filter(pk=schedule.pk).update(skipped_runs=F("skipped_runs") + 1)
+            logger.warning("schedule %s: run skipped, %s", schedule.pk, exc.message)
             return None
 
 

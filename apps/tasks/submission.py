@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from apps.core.exceptions import Conflict, InvalidInput, PayloadTooLarge
 
-from . import dispatch, metrics
+from . import dispatch, metrics, quotas
 from .models import Task, TaskFile, TaskFileRole, TaskPriority, TaskStatus, TaskTrigger
 from .registry import get_kind, kinds_for
 from .state_machine import SUBMIT, SUBMIT_FOR_LATER
@@ -111,6 +111,7 @@ def task_submit(
         existing = Task.objects.filter(owner=owner, idempotency_key=task.idempotency_key).first()
         if existing:
             return _same_request(existing, task), False
+    quotas.check_backlog(owner, 1)
     how = "" if trigger == TaskTrigger.API else f" ({TaskTrigger(trigger).label.lower()})"
     submit = partial(apply, (SUBMIT, SUBMIT_FOR_LATER), [task], now=now, details={"how": how}, actor=actor or owner)
     try:
@@ -159,6 +160,8 @@ def task_submit_bulk(*, owner, specs: list[TaskSpec]) -> list[Task]:
         else:
             result.append(task)
             new.append(task)
+    if new:
+        quotas.check_backlog(owner, len(new))
     try:
         with transaction.atomic():
             apply((SUBMIT, SUBMIT_FOR_LATER), new, now=now, details={"how": " (bulk)"}, actor=owner)

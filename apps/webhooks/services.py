@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.accounts.services import quota_check
 from apps.core.exceptions import InvalidInput
 
 from .models import (
@@ -42,7 +43,7 @@ def _owner_flag_key(owner_id) -> str:
     return f"webhooks:has-endpoints:{owner_id}"
 
 
-def _forget_owner(owner_id) -> None:
+def forget_owner(owner_id) -> None:
     transaction.on_commit(lambda: cache.delete(_owner_flag_key(owner_id)))
 
 
@@ -69,12 +70,19 @@ def validate_url(url: str) -> str:
 # --- Endpoints ------------------------------------------------------------------------------
 
 
+def endpoint_check_quota(owner) -> None:
+    """Refuse one more endpoint past the owner's quota (QuotaExceeded)."""
+    current = WebhookEndpoint.objects.filter(owner=owner).count()
+    quota_check(owner, "webhook_endpoints", current=current, what="webhook endpoints")
+
+
 def endpoint_create(*, owner, url: str, description: str = "", events: list[str], enabled: bool = True):
     validate_url(url)
+    endpoint_check_quota(owner)
     endpoint = WebhookEndpoint.objects.create(
         owner=owner, url=url, description=description, events=sorted(set(events)), enabled=enabled
     )
-    _forget_owner(owner.pk)
+    forget_owner(owner.pk)
     return endpoint
 
 
@@ -89,14 +97,14 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes) -> WebhookEndpoint:
         endpoint.disabled_reason = ""
         endpoint.consecutive_failures = 0
     endpoint.save()
-    _forget_owner(endpoint.owner_id)
+    forget_owner(endpoint.owner_id)
     return endpoint
 
 
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     owner_id = endpoint.owner_id
     endpoint.delete()
-    _forget_owner(owner_id)
+    forget_owner(owner_id)
 
 
 def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
@@ -339,7 +347,7 @@ def _count_endpoint_outcome(endpoint: WebhookEndpoint, *, ok: bool, gave_up: boo
         endpoint.enabled = False
         endpoint.disabled_reason = f"Disabled after {limit} deliveries in a row failed."
         endpoint.save(update_fields=["enabled", "disabled_reason", "updated_at"])
-        _forget_owner(endpoint.owner_id)
+        forget_owner(endpoint.owner_id)
         logger.warning("webhook endpoint %s disabled after %d failed deliveries", endpoint.pk, limit)
 
 

@@ -425,6 +425,7 @@ STAFF_ONLY = {  # superusers only
     "auth.group",
     "accounts.user",
     "accounts.apikey",
+    "accounts.quota",
     "token_blacklist.outstandingtoken",
     "token_blacklist.blacklistedtoken",
     "django_celery_results.groupresult",
@@ -572,7 +573,7 @@ def admin_objects(owner, owned):
     from django_celery_results.models import GroupResult, TaskResult
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-    from apps.accounts.models import ApiKey
+    from apps.accounts.models import ApiKey, Quota
     from apps.core.models import AuditEntry
     from apps.files.models import StoredFile
     from apps.tasks.models import Schedule
@@ -583,6 +584,7 @@ def admin_objects(owner, owned):
         "auth.group": Group.objects.create(name="Somebody's group"),
         "accounts.user": owner,
         "accounts.apikey": ApiKey.objects.get(pk=owned["key"]),
+        "accounts.quota": Quota.objects.create(user=owner, tasks_not_final=100),
         "token_blacklist.outstandingtoken": outstanding,
         "token_blacklist.blacklistedtoken": BlacklistedToken.objects.create(token=outstanding),
         "django_celery_results.groupresult": GroupResult.objects.create(group_id="group-1"),

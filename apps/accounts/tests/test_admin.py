@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from apps.accounts import services
-from apps.accounts.models import ApiKey, User
+from apps.accounts.models import ApiKey, Quota, User
 from apps.core.models import AuditEntry
 from apps.tasks.models import Task
 
@@ -167,3 +167,51 @@ def test_a_user_added_in_the_admin_is_stored_lowercased(client, staff):
     )
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert User.objects.filter(email="new.person@example.com").exists()
+
+
+# --- Quotas ------------------------------------------------------------------------------------
+
+QUOTAS = reverse("admin:accounts_quota_changelist")
+
+
+def test_a_superuser_raises_a_users_quota_and_it_is_audited(client, superuser, owner, settings):
+    client.force_login(superuser)
+    response = client.post(
+        reverse("admin:accounts_quota_add"),
+        {
+            "user": owner.pk,
+            "tasks_not_final": "250000",
+            "schedules": "",
+            "schedule_min_interval_seconds": "",
+            "webhook_endpoints": "20",
+        },
+    )
+    assert response.status_code == 302
+    quota = owner.quota
+    assert (quota.tasks_not_final, quota.schedules, quota.webhook_endpoints) == (250_000, None, 20)
+    entry = AuditEntry.objects.get(action="quota.add")
+    assert entry.user == superuser and entry.details["tasks_not_final"] == 250_000
+    assert services.quota_limits(owner)["tasks_not_final"] == 250_000
+    assert services.quota_limits(owner)["schedules"] == settings.QUOTAS["schedules"]
+    listing = client.get(QUOTAS).content.decode()
+    assert "250,000" in listing and f"default ({settings.QUOTAS['schedules']:,})" in listing
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer"])
+def test_operators_and_viewers_cannot_change_quotas(client, request, role, owner):
+    # Quotas are user administration, like users and API keys: superusers, or staff given
+    # the accounts.*_quota permissions one by one.
+    Quota.objects.create(user=owner, tasks_not_final=5)
+    client.force_login(request.getfixturevalue(role))
+    assert client.get(QUOTAS).status_code == 403
+    change = reverse("admin:accounts_quota_change", args=[owner.pk])
+    assert client.post(change, {"tasks_not_final": "500000"}).status_code == 403
+    assert client.post(reverse("admin:accounts_quota_add"), {"user": owner.pk}).status_code == 403
+    assert Quota.objects.get(user=owner).tasks_not_final == 5
+    assert not AuditEntry.objects.filter(action__startswith="quota.").exists()
+
+
+def test_a_user_who_is_not_staff_never_reaches_the_quotas(client, owner):
+    client.force_login(owner)
+    response = client.get(QUOTAS)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]

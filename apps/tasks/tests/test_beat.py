@@ -5,13 +5,15 @@ import time
 
 import pytest
 
+from apps.accounts.models import Quota
 from apps.tasks.models import Schedule, Task
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def test_two_beats_fire_each_run_once_and_pausing_stops_the_runs(owner_api, start_worker, start_beat):
+def test_two_beats_fire_each_run_once_and_pausing_stops_the_runs(owner, owner_api, start_worker, start_beat):
+    Quota.objects.create(user=owner, schedule_min_interval_seconds=1)  # staff allowed this owner a fast schedule
     response = owner_api.post(
         "/api/schedules/",
         {"name": "every two seconds", "kind": "demo.noop", "interval_seconds": 2, "payload": {"echo": "tick"}},

@@ -52,3 +52,34 @@ def test_non_staff_users_cannot_open_the_webhook_admin(client, owner, delivery):
     client.force_login(owner)
     response = client.get("/admin/webhooks/webhookdelivery/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+ENDPOINTS = "/admin/webhooks/webhookendpoint/"
+
+
+def endpoint_form(owner, url):
+    return {"owner": owner.pk, "url": url, "description": "", "events": '["task.succeeded"]', "enabled": "on"}
+
+
+def test_the_admin_refuses_an_endpoint_the_api_refuses(client, staff, owner, settings):
+    client.force_login(staff)
+    private = client.post(f"{ENDPOINTS}add/", endpoint_form(owner, "http://10.0.0.1/hook"))
+    assert private.status_code == 200 and "private address (10.0.0.1)" in private.content.decode()
+    settings.QUOTAS = {**settings.QUOTAS, "webhook_endpoints": 1}
+    services.endpoint_create(owner=owner, url="https://93.184.216.34/one", events=["task.succeeded"])
+    over = client.post(f"{ENDPOINTS}add/", endpoint_form(owner, "https://93.184.216.34/two"))
+    assert (
+        over.status_code == 200 and "Quota reached for webhook endpoints: at most 1 per user" in over.content.decode()
+    )
+    assert owner.webhook_endpoints.count() == 1
+
+
+def test_an_endpoint_added_in_the_admin_gets_its_owners_deliveries_at_once(
+    client, staff, owner, django_capture_on_commit_callbacks
+):
+    client.force_login(staff)
+    assert services.owner_has_endpoints(owner.pk) is False  # cached: this owner has none
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"{ENDPOINTS}add/", endpoint_form(owner, "https://93.184.216.34/hook"))
+    assert response.status_code == 302
+    assert services.owner_has_endpoints(owner.pk) is True

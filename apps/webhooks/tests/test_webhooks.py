@@ -274,3 +274,19 @@ def test_the_due_sweep_queues_deliveries_whose_time_has_come(pending_delivery, d
         assert services.send_due_deliveries() == 1
     assert len(callbacks) == 1
     assert later.status == "pending"
+
+
+@pytest.mark.django_db
+def test_endpoints_past_the_quota_are_a_400_naming_it(owner_api, owner, settings):
+    settings.QUOTAS = {**settings.QUOTAS, "webhook_endpoints": 2}
+    assert [register(owner_api, f"https://93.184.216.34/{n}").status_code for n in range(2)] == [201, 201]
+    refused = register(owner_api, "https://93.184.216.34/third")
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert (error["code"], error["quota"], error["limit"], error["current"]) == (
+        "quota_exceeded",
+        "webhook_endpoints",
+        2,
+        2,
+    )
+    assert WebhookEndpoint.objects.filter(owner=owner).count() == 2
