@@ -10,7 +10,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from tests.support.processes import Beat, Worker, process_starter
+from tests.support.processes import Beat, WebServer, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
 
@@ -117,6 +117,27 @@ def celery_worker(worker_env):
 def start_worker(worker_env):
     """Start extra workers inside one test (for tests that kill them)."""
     with process_starter(lambda **kwargs: Worker(worker_env, **kwargs)) as start:
+        yield start
+
+
+@pytest.fixture
+def web_env(worker_env, tmp_path):
+    """Environment for a web server subprocess: the test database and Redis, JSON logs,
+    a metrics directory of its own, and rates no test reaches unless it lowers them."""
+    metrics_dir = tmp_path / "web-metrics"
+    return worker_env | {
+        "LOG_FORMAT": "json",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "RATE_LIMIT_USER": "100000/min",
+        "RATE_LIMIT_ANON": "100000/min",
+        "RATE_LIMIT_AUTH": "100000/min",
+    }
+
+
+@pytest.fixture
+def start_web():
+    """Start real web servers (gunicorn, uvicorn) inside one test; stopped after it."""
+    with process_starter(lambda env, command, name="web": WebServer(env, command, name=name)) as start:
         yield start
 
 

@@ -464,7 +464,11 @@ RATE_LIMITS = {
 # connection's address (REMOTE_ADDR); behind one ingress or load balancer: 1.
 NUM_PROXIES = env_non_negative_int("NUM_PROXIES", 0)
 
-# --- Quotas (apps/accounts/quotas.py) ------------------------------------------------------
+# --- Live task events (apps/tasks/streams.py) -----------------------------------------------
+# Server-sent event streams one user may hold open at once, across every process.
+STREAMS_PER_USER = env_positive_int("STREAMS_PER_USER", 10)
+
+# --- Quotas (apps/accounts/services.py) ------------------------------------------------------
 # What one owner may hold, unless staff set the user's own figure in the admin (Quotas):
 # tasks not yet final (over it: 429 on submit), schedules and webhook endpoints (over it: 400),
 # and the shortest time between a schedule's runs for a user who is not staff.

@@ -36,6 +36,7 @@ from apps.files.services import stored_file_create
 from apps.tasks.models import Schedule, Task, TaskEvent, TaskStatus
 from apps.tasks.schedule_services import ScheduleSpec, schedule_create
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.support.sse import close_streamed
 
 from . import report
 
@@ -123,6 +124,8 @@ API = {
     "tasks:task-bulk": {"POST": ("/api/tasks/bulk/", {"tasks": [TASK]}, signed_in(201))},
     "tasks:task-detail": {"GET": ("/api/tasks/{task}/", None, owners_object(200))},
     "tasks:task-events": {"GET": ("/api/tasks/{task}/events/", None, owners_object(200))},
+    "tasks:task-events-stream": {"GET": ("/api/tasks/{task}/events/stream/", None, owners_object(200))},
+    "tasks:task-events-stream-all": {"GET": ("/api/tasks/events/stream/", None, signed_in(200))},
     "tasks:task-retry": {"POST": ("/api/tasks/{task}/retry/", {}, owners_object_changed(200, operator=200))},
     "tasks:task-cancel": {"POST": ("/api/tasks/{queued}/cancel/", {}, owners_object_changed(200, operator=200))},
     "tasks:schedule-list": {
@@ -320,7 +323,10 @@ def _request(client, method, path, body, *, owned, owner):
         upload = SimpleUploadedFile("hello.txt", b"hello", content_type="text/plain")
         return client.post(path, {"file": upload}, format="multipart")
     data = "" if body is None else json.dumps(body)  # no body (Django would send the text "None")
-    return client.generic(method, path, data=data, content_type="application/json")
+    response = client.generic(method, path, data=data, content_type="application/json")
+    if response.streaming:  # a live event stream: its status is the answer; give its slot back
+        close_streamed(response)
+    return response
 
 
 # --- The tests ------------------------------------------------------------------------------------

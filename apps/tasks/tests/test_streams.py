@@ -1,0 +1,146 @@
+"""Live task events over server-sent events: the history replayed, then live, on the real servers."""
+
+import threading
+import time
+
+import pytest
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from apps.tasks import services
+from apps.tasks.models import Task, TaskEvent
+from apps.tasks.submission import TaskSpec, task_submit
+from tests.support.processes import uvicorn_command, wait_for
+from tests.support.sse import EventStream, close_streamed, parse_frames
+
+
+def submitted(owner, kind="demo.noop", payload=None) -> Task:
+    task, _ = task_submit(owner=owner, spec=TaskSpec(kind=kind, payload=payload or {"echo": 1}))
+    return task
+
+
+def run_to_success(task: Task, result) -> None:
+    claimed = services.task_claim(task_id=task.pk, worker="test-worker")
+    services.task_report_progress(task=claimed, progress=50, message="half way")
+    services.task_succeed(task=claimed, result=result)
+
+
+def stream_url(task) -> str:
+    return f"/api/tasks/{task.pk}/events/stream/"
+
+
+# --- The contract, in process (the WSGI path) -------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_finished_tasks_stream_replays_its_history_with_ids_and_ends(owner, owner_api):
+    task = submitted(owner)
+    run_to_success(task, {"answer": 42})
+    response = owner_api.get(stream_url(task), HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events = parse_frames(b"".join(response.streaming_content).decode())
+    history = list(TaskEvent.objects.filter(task=task).order_by("id"))
+    entries = [event for event in events if event.event == "task"]
+    assert [event.id for event in entries] == [entry.pk for entry in history]
+    assert [event.data["to_status"] for event in entries] == ["queued", "running", "succeeded"]
+    assert entries[1].data["attempt"] == 1 and entries[1].data["message"] == "Attempt 1"
+    assert entries[2].data["result"] == {"answer": 42}
+    assert events[-1].event == "end" and events[-1].data == {"task": str(task.pk), "status": "succeeded"}
+
+
+@pytest.mark.django_db
+def test_last_event_id_replays_only_what_came_after_it(owner, owner_api):
+    task = submitted(owner)
+    run_to_success(task, {"answer": 42})
+    first = TaskEvent.objects.filter(task=task).order_by("id").first()
+    response = owner_api.get(stream_url(task), HTTP_LAST_EVENT_ID=str(first.pk))
+    events = parse_frames(b"".join(response.streaming_content).decode())
+    assert [event.data["to_status"] for event in events if event.event == "task"] == ["running", "succeeded"]
+
+
+@pytest.mark.django_db
+def test_a_stream_answers_like_the_api_for_strangers_and_bad_input(owner, owner_api, other_api, api):
+    task = submitted(owner)
+    assert other_api.get(stream_url(task)).status_code == 404
+    assert api.get(stream_url(task)).status_code == 401
+    bad = owner_api.get(stream_url(task), HTTP_LAST_EVENT_ID="12; DROP")
+    assert bad.status_code == 400 and bad.json()["error"]["fields"]["Last-Event-ID"]
+    assert owner_api.get("/api/tasks/events/stream/?status=bogus").status_code == 400
+
+
+@pytest.mark.django_db
+def test_open_streams_per_user_are_capped_and_a_closed_one_gives_its_slot_back(owner, owner_api, settings):
+    settings.STREAMS_PER_USER = 1
+    task = submitted(owner)
+    run_to_success(task, {})
+    held = owner_api.get(stream_url(task))
+    assert held.status_code == 200
+    refused = owner_api.get(stream_url(task))
+    assert refused.status_code == 429 and "At most 1 open streams" in refused.json()["error"]["message"]
+    close_streamed(held)
+    again = owner_api.get(stream_url(task))
+    assert again.status_code == 200
+    close_streamed(again)
+
+
+# --- For real: uvicorn, a worker, the connection cut mid-task --------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_live_stream_under_uvicorn_shows_progress_and_survives_a_reconnect(owner, web_env, start_web, celery_worker):
+    # One stream at a time: the reconnect below gets in only once the server gave the cut
+    # connection's slot back (it would otherwise wait for the slot to expire, 30 s).
+    web = start_web(web_env | {"STREAMS_PER_USER": "1"}, uvicorn_command(), name="streams")
+    headers = {"Authorization": f"Bearer {RefreshToken.for_user(owner).access_token}", "Accept": "text/event-stream"}
+    task = submitted(owner, "demo.sleep", {"seconds": 3, "steps": 3})
+
+    first = EventStream(web.url(stream_url(task)), headers=headers)
+    assert first.status == 200
+    seen = list(first.events(until=lambda event: event.event == "progress"))
+    first.close()  # the connection cut mid-task
+    last_id = max(event.id for event in seen if event.id is not None)
+
+    def reconnect():
+        stream = EventStream(web.url(stream_url(task)), headers={**headers, "Last-Event-ID": str(last_id)})
+        if stream.status == 200:
+            return stream
+        assert stream.status == 429
+        stream.close()
+        return None
+
+    second = wait_for(reconnect, timeout=5, interval=0.2, message="the cut stream's slot to come back")
+    rest = list(second.events(until=lambda event: event.event == "end", timeout=40))
+    second.close()
+
+    history = [entry.pk for entry in TaskEvent.objects.filter(task=task).order_by("id")]
+    ids = [event.id for event in seen + rest if event.id is not None]
+    assert ids == history  # every entry once, none lost across the reconnect
+    assert [e.data["to_status"] for e in seen + rest if e.event == "task"] == ["queued", "running", "succeeded"]
+    assert rest[-1].event == "end" and rest[-1].data["status"] == "succeeded"
+    progress = [event.data["progress"] for event in seen + rest if event.event == "progress"]
+    assert progress and progress == sorted(progress) and max(progress) > 0
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_owners_stream_carries_only_their_tasks_filtered_by_status(
+    owner, other_user, web_env, start_web, celery_worker
+):
+    web = start_web(web_env, uvicorn_command(), name="owner-stream")
+    token = RefreshToken.for_user(owner).access_token
+    stream = EventStream(web.url("/api/tasks/events/stream/?status=succeeded"), {"Authorization": f"Bearer {token}"})
+    assert stream.status == 200
+    received = []
+    reader = threading.Thread(
+        target=lambda: received.extend(stream.events(until=lambda event: len(received) >= 1, timeout=40)),
+        daemon=True,
+    )
+    reader.start()
+    time.sleep(1)  # the stream starts from now
+    theirs = submitted(other_user)
+    mine = submitted(owner)
+    wait_for(lambda: not reader.is_alive(), timeout=45, message="the owner's stream to deliver")
+    stream.close()
+    assert [(event.data["task"], event.data["to_status"]) for event in received] == [(str(mine.pk), "succeeded")]
+    assert Task.objects.get(pk=theirs.pk).owner == other_user
