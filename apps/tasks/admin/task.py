@@ -301,6 +301,8 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
         context = {
             "events": list(reversed(newest[:EVENTS_SHOWN])),
             "events_truncated": len(newest) > EVENTS_SHOWN,
+            # The page's live stream (static/tasks/live_task.js) picks up after the newest shown.
+            "last_event_id": max((event.pk for event in newest), default=0),
             "show_retry": can_retry and task.status in RETRYABLE_STATUSES,
             "show_cancel": can_cancel
             and (task.status in WAITING_STATUSES or (task.status == TaskStatus.RUNNING and not task.cancel_requested)),

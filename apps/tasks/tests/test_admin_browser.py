@@ -153,3 +153,31 @@ def test_an_operator_picks_an_owner_in_the_filter_and_the_list_narrows_to_their_
     assert page.locator(f"#result_list code[title='{theirs.pk}']").count() == 1
     assert "other@example.com" in page.inner_text("#changelist-filter .select2-selection")
     screenshot(page, "06-operator-owner-filter")
+
+
+def test_a_running_tasks_page_moves_with_its_live_stream_without_reloading(
+    browser, live_server, operator, owner, celery_worker
+):
+    task, _ = services.task_submit(
+        owner=owner,
+        spec=services.TaskSpec(kind="demo.sleep", payload={"seconds": 12, "steps": 12}, title="Long export"),
+    )
+    page = log_in(browser, live_server, operator)
+    page.goto(f"{live_server.url}/admin/tasks/task/{task.pk}/change/")
+    page.evaluate("window.tfNotReloaded = true")  # gone if the page reloads
+    shown = page.evaluate("document.querySelector('.field-progress_column progress').value")
+    # The bar moves past what the page was rendered with, and the page was not reloaded.
+    page.wait_for_function(
+        f"window.tfNotReloaded === true && document.querySelector('.field-progress_column progress').value > {shown}",
+        timeout=60_000,
+    )
+    page.wait_for_function("document.querySelector('#tf-live-task').textContent.trim() === 'Live.'", timeout=60_000)
+    assert page.inner_text(".field-progress_message .readonly").startswith("step ")
+    assert page.locator("#timeline tr:has(.tf-status-running)").count() >= 1
+    assert page.inner_text(".field-status_column .readonly").strip() == "Running"
+    screenshot(page, "06-running-task-live-progress")
+    # Final: the page reloads itself once, showing the result.
+    page.wait_for_function("window.tfNotReloaded === undefined", timeout=60_000)
+    page.wait_for_selector(".field-status_column .tf-status-succeeded")
+    assert '"slept": 12' in page.inner_text(".field-result_json") and "succeeded" in page.inner_text("#timeline")
+    page.close()
