@@ -1,7 +1,25 @@
+"""The ASGI entry point: Django for every path, but live event streams are served by
+apps.core.streaming, which holds no thread per open stream (Django's handler would)."""
+
 import os
+import re
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "taskflow_site.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from apps.core import streaming  # noqa: E402  (needs the settings and apps loaded above)
+
+# GET /api/tasks/events/stream/ and /api/tasks/<id>/events/stream/, with or without the slash.
+STREAM_PATH = re.compile(r"^/api/tasks/(?:[0-9a-fA-F-]{36}/)?events/stream/?$")
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http" and scope.get("method") == "GET" and STREAM_PATH.match(scope["path"]):
+        if not scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"] + "/"}
+        await streaming.serve(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)

@@ -28,6 +28,7 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import InterfaceError, OperationalError, connection
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers
@@ -100,7 +101,13 @@ class Stream:
         return frames + self.read()
 
     def read(self) -> list[str]:
-        return self._history() + self._progress()
+        try:
+            return self._history() + self._progress()
+        except (OperationalError, InterfaceError):
+            # A stream's reads may run on a thread no request cycle ever resets: leave no
+            # broken connection there for the next stream (this one ends; its client resumes).
+            connection.close()
+            raise
 
     def _history(self) -> list[str]:
         events = TaskEvent.objects.select_related("actor", "task").order_by("id")

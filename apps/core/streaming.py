@@ -1,0 +1,78 @@
+"""Long-lived responses under ASGI without a thread each.
+
+Django's ASGI handler gives every request a thread of its own for the request's synchronous
+parts (middleware, a DRF view), and keeps it until the response ends: a server-sent event
+stream held open for minutes would hold a parked thread per client. `serve` runs a view for
+paths the ASGI entry point routes here (taskflow_site/asgi.py): the view itself (with DRF's
+authentication, permissions and errors) runs once on the shared thread pool, its JSON answer
+or error goes out at once, and a streaming body is then pumped by the event loop alone, until
+it ends or the client leaves. Django's middleware does not run for these paths: the view
+checks the host, and one log line records each stream.
+"""
+
+import asyncio
+import io
+import time
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
+from django.http import HttpResponse, HttpResponseBadRequest
+from django.urls import Resolver404, resolve
+
+logger = structlog.get_logger(__name__)
+
+
+def _respond(request) -> HttpResponse:
+    close_old_connections()  # as Django does when a request starts: drop a broken or old connection
+    try:
+        request.get_host()
+        match = resolve(request.path_info)
+    except DisallowedHost:
+        return HttpResponseBadRequest()
+    except Resolver404:
+        return HttpResponse(status=404)
+    response = match.func(request, *match.args, **match.kwargs)
+    if hasattr(response, "render") and not response.streaming:
+        response.render()
+    return response
+
+
+def _headers(response) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.items()]
+
+
+async def _until_disconnect(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def serve(scope, receive, send) -> None:
+    """Answer one HTTP request with the Django view its path resolves to (see the module)."""
+    request = ASGIRequest(scope, io.BytesIO())
+    response = await sync_to_async(_respond, thread_sensitive=False)(request)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": _headers(response)})
+    if not response.streaming:
+        await send({"type": "http.response.body", "body": response.content})
+        response.close()
+        return
+    started = time.monotonic()
+    user_id = getattr(getattr(request, "user", None), "pk", None)
+    logger.info("stream_opened", path=request.path, user_id=user_id)
+
+    async def pump():
+        async for chunk in response:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    pumping, leaving = asyncio.ensure_future(pump()), asyncio.ensure_future(_until_disconnect(receive))
+    try:
+        await asyncio.wait({pumping, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, leaving):
+            task.cancel()
+        await asyncio.gather(pumping, leaving, return_exceptions=True)
+        response.close()
+        logger.info("stream_closed", path=request.path, user_id=user_id, seconds=round(time.monotonic() - started, 1))
