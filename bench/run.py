@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -635,6 +635,137 @@ class Bench:
         )
         self.clean_tasks()
 
+    def row_search(self) -> None:
+        """Rows S: a payload and a result containment search on the seeded table (sequential
+        requests on one keep-alive connection, so the time is the server's plus a loopback
+        round trip), then what the GIN indexes cost a submission: bulk and POST with them and
+        with them dropped, alternating, with the web and database CPU time per task."""
+        from importlib import import_module
+
+        indexes = import_module("apps.tasks.migrations.0008_payload_result_gin").INDEXES
+        rows = self.prep["task_rows"]
+        log(f"rows S: containment search at {rows:,} tasks; submission with and without the GIN indexes")
+        searches = {
+            "payload": ("payload_contains", [{"customer": c} for c in range(97, 5001, 247)]),
+            "result": ("result_contains", [{"items": n} for n in range(11, 501, 25)]),
+        }
+        repeats = max(self.profile.admin_requests, 2)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        for name, (parameter, templates) in searches.items():
+            column = name
+            matches = [
+                self.db.execute(f"SELECT count(*) FROM tasks_task WHERE {column} @> %s::jsonb", [json.dumps(t)])
+                .fetchone()[0]
+                for t in templates
+            ]  # fmt: skip
+            samples = []
+            for _ in range(repeats):
+                for template in templates:
+                    path = f"/api/tasks/?{parameter}={quote(json.dumps(template))}"
+                    started = time.perf_counter()
+                    status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
+                    samples.append((time.perf_counter() - started) * 1000)
+                    if status != 200:
+                        raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+            values = sorted(samples)
+            self.results["rows"].append(
+                {
+                    "id": f"S ({name})",
+                    "taskflow": f"`GET /api/tasks/?{parameter}=…` as staff, {rows:,} tasks, "
+                    f"{len(templates)} keys matching {min(matches):,}-{max(matches):,} tasks each",
+                    "unit": "ms",
+                    "median": round(median(values), 1),
+                    "p95": round(values[min(len(values) - 1, round(0.95 * (len(values) - 1)))], 1),
+                    "samples": [round(v, 2) for v in samples],
+                    "matches": matches,
+                    "target": 50,
+                    "met": median(values) < 50,
+                }
+            )
+            log(f"  search {name}: median {median(values):.1f} ms over {len(values)} requests")
+        conn.close()
+
+        def set_indexes(present: bool) -> None:
+            for index, definition in indexes.items():
+                if present:
+                    self.db.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} {definition}")
+                else:
+                    self.db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+            self.vacuum()
+
+        def cpu_seconds() -> float:
+            """CPU time so far of the gunicorn workers and the database's backends for the bench DB."""
+            backends = self.db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            total = 0.0
+            for pid in [*self.web.children(), *(row[0] for row in backends)]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return total
+
+        count = self.profile.bulk_tasks
+        connections = self.profile.wrk_connections[0]
+
+        def measure(present: bool) -> dict:
+            set_indexes(present)
+            self.clean_tasks()
+            self.reset_queues()
+            cpu, started = cpu_seconds(), time.perf_counter()
+            self.submit_bulk(count)
+            bulk = {"rate": round(count / (time.perf_counter() - started), 1)}
+            bulk["cpu_ms_per_task"] = round((cpu_seconds() - cpu) * 1000 / count, 3)
+            self.clean_tasks()
+            self.reset_queues()
+            cpu = cpu_seconds()
+            post = self.wrk(method="POST", path="/api/tasks/", key=self.prep["client_key"], connections=connections,
+                            body=NOOP_TASK)  # fmt: skip
+            post["cpu_ms_per_task"] = round((cpu_seconds() - cpu) * 1000 / max(post["requests"], 1), 3)
+            return {"bulk": bulk, "post": post}
+
+        samples = []
+        try:
+            measure(True)  # warm-up
+            for index in range(self.profile.rounds):
+                self.check_time("rows S")
+                order = [("taskflow", True), ("baseline", False)]
+                if index % 2:
+                    order.reverse()
+                samples.append({side: measure(present) for side, present in order})
+                log(
+                    f"  submit round {index + 1}/{self.profile.rounds}: "
+                    + ", ".join(
+                        f"{side} bulk {s['bulk']['rate']} post {s['post']['rate']}" for side, s in samples[-1].items()
+                    )
+                )
+        finally:
+            set_indexes(True)
+            self.clean_tasks()
+            self.reset_queues()
+        for kind, label in (
+            ("bulk", f"bulk submission, {count:,} tasks"),
+            ("post", f"`POST /api/tasks/`, {connections} conn."),
+        ):
+            cpu = {side: [s[side][kind]["cpu_ms_per_task"] for s in samples] for side in ("taskflow", "baseline")}
+            self.add_row(
+                f"S ({kind}, index cost)",
+                f"{label}, with the payload/result GIN indexes",
+                "the same with the two indexes dropped",
+                "tasks/s",
+                [{side: s[side][kind]["rate"] for side in s} for s in samples],
+                target=0.9,
+                cpu_ms_per_task_with=cpu["taskflow"],
+                cpu_ms_per_task_without=cpu["baseline"],
+                cpu_ratio_median=round(median(b / t for t, b in zip(cpu["taskflow"], cpu["baseline"], strict=True)), 3),
+            )
+            self.results["notes"].append(
+                f"Row S ({kind}, index cost): web and database CPU per task {median(cpu['taskflow']):.3f} ms with "
+                f"the GIN indexes, {median(cpu['baseline']):.3f} ms without (medians over the rounds)."
+            )
+
     def memory(self) -> None:
         web = {pid: peak_rss_mb(pid) for pid in self.web.children()}
         tf_children = {pid: peak_rss_mb(pid) for pid in self.tf_worker.children()}
@@ -724,7 +855,7 @@ class Bench:
 
     def run(self) -> dict:
         started = time.monotonic()
-        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "limits"])
+        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "S", "limits"])
         try:
             self.ensure_database()
             self.prepare()
@@ -741,6 +872,8 @@ class Bench:
             # and admin rows would wade through their dead index entries until autovacuum
             # came by. Measure the steady state.
             self.vacuum()
+            if "S" in wanted:
+                self.row_search()
             if "4" in wanted:
                 self.row_list()
             if wanted & {"5", "6"}:
@@ -823,6 +956,13 @@ def markdown(results: dict) -> str:
                 f"p95 {fmt(row['p95'], 'ms')} | — | — | report | — |"
             )
             continue
+        if row["id"] in ("S (payload)", "S (result)"):
+            lines.append(
+                f"| {row['id']} | {row['taskflow']} | — | median {fmt(row['median'], 'ms')}, "
+                f"p95 {fmt(row['p95'], 'ms')} | — | — | median < {row['target']} ms "
+                f"| {'yes' if row['met'] else '**no**'} |"
+            )
+            continue
         if row["id"] == "7":
             lines.append(
                 f"| 7 | {row['taskflow']}: gunicorn worker / Celery pool child | bare Celery pool child "
@@ -882,7 +1022,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8791)))
     parser.add_argument("--rows", type=int, help="rows in the task and baseline tables (default by profile)")
     parser.add_argument("--rounds", type=int, help="rounds per pair (default by profile)")
-    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 limits")
+    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 S limits")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--time-limit", type=float, default=1800, help="give up after this many seconds")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (path printed)")
