@@ -124,7 +124,8 @@ def test_retry_all_matching_counts_and_retries_only_the_searched_failures(operat
     page = operator_client.get(f"{RETRY_MATCHING}?{query}")
     assert page.status_code == 200
     assert '<strong id="retry-count">3</strong>' in page.content.decode()
-    assert "payload.customer=42" in page.content.decode()
+    assert "search: <strong>payload.customer=42</strong>" in page.content.decode()
+    assert "every task (no filter)" not in page.content.decode()
     assert Task.objects.filter(status=TaskStatus.FAILED).count() == 5  # nothing done on GET
 
     response = operator_client.post(f"{RETRY_MATCHING}?{query}", {"reason": "customer 42 fixed their account"})
