@@ -150,3 +150,12 @@ def test_search_terms_parse_into_templates_and_leave_the_rest_as_text():
     assert search.text == "nightly export"
     assert parse_search("  Nightly  export ").text == "Nightly  export"
     assert parse_search("payloads.x=1 my.payload.x=1").contains == []
+
+
+def test_a_viewer_searches_by_payload_but_cannot_retry_what_it_finds(client, viewer, owner):
+    task = failed(owner, payload={"customer": 42})
+    client.force_login(viewer)
+    response = searched(client, "payload.customer=42")
+    assert listed(response) == {task.pk}
+    assert "Retry all matching" not in response.content.decode()
+    assert client.get(f"{RETRY_MATCHING}?{urlencode({'q': 'payload.customer=42'})}").status_code == 403
