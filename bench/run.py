@@ -636,21 +636,64 @@ class Bench:
         self.clean_tasks()
 
     def row_search(self) -> None:
-        """Rows S: a payload and a result containment search on the seeded table (sequential
-        requests on one keep-alive connection, so the time is the server's plus a loopback
-        round trip), then what the GIN indexes cost a submission: bulk and POST with them and
-        with them dropped, alternating, with the web and database CPU time per task."""
+        """Rows S: a payload and a result containment search on the seeded table against the
+        plain first page in the same run (sequential requests on one keep-alive connection:
+        the server's time plus a loopback round trip; and CPU per request of the web and the
+        database), with the SQL's own time; then what the GIN indexes cost a submission: bulk
+        and POST with them and with them dropped, alternating, with CPU per task."""
         from importlib import import_module
 
         indexes = import_module("apps.tasks.migrations.0008_payload_result_gin").INDEXES
         rows = self.prep["task_rows"]
         log(f"rows S: containment search at {rows:,} tasks; submission with and without the GIN indexes")
+
+        def cpu_by_process() -> dict[int, float]:
+            """CPU seconds so far of each gunicorn worker and each database backend of the bench DB."""
+            backends = self.db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            seconds = {}
+            for pid in [*self.web.children(), *(row[0] for row in backends)]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return seconds
+
+        def cpu_since(before: dict[int, float]) -> float:
+            # Per process: a backend that closed in between (CONN_MAX_AGE) must not count negative.
+            return sum(now - before.get(pid, 0.0) for pid, now in cpu_by_process().items())
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+        def timed(paths: list[str]) -> tuple[list[float], float]:
+            """Milliseconds of each request, and CPU milliseconds per request."""
+            cpu, times = cpu_by_process(), []
+            for path in paths:
+                started = time.perf_counter()
+                status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
+                times.append((time.perf_counter() - started) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+            return times, cpu_since(cpu) * 1000 / len(paths)
+
+        def explained(column: str, template: dict) -> tuple[float, set[str]]:
+            """The page query's execution time (EXPLAIN ANALYZE, ms) and the indexes its plan reads."""
+            plan = "\n".join(
+                line
+                for (line,) in self.db.execute(
+                    f"EXPLAIN ANALYZE SELECT id FROM tasks_task WHERE {column} @> %s::jsonb "
+                    "ORDER BY created_at DESC, id DESC LIMIT 21",
+                    [json.dumps(template)],
+                )
+            )
+            return float(re.search(r"Execution Time: ([\d.]+) ms", plan).group(1)), set(re.findall(r" on (\w+)", plan))
+
         searches = {
             "payload": ("payload_contains", [{"customer": c} for c in range(97, 5001, 247)]),
             "result": ("result_contains", [{"items": n} for n in range(11, 501, 25)]),
         }
-        repeats = max(self.profile.admin_requests, 2)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         for name, (parameter, templates) in searches.items():
             column = name
             matches = [
@@ -658,31 +701,45 @@ class Bench:
                 .fetchone()[0]
                 for t in templates
             ]  # fmt: skip
-            samples = []
-            for _ in range(repeats):
-                for template in templates:
-                    path = f"/api/tasks/?{parameter}={quote(json.dumps(template))}"
-                    started = time.perf_counter()
-                    status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
-                    samples.append((time.perf_counter() - started) * 1000)
-                    if status != 200:
-                        raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
-            values = sorted(samples)
+            paths = {
+                "search": [f"/api/tasks/?{parameter}={quote(json.dumps(t))}" for t in templates],
+                "list": ["/api/tasks/"] * len(templates),
+            }
+            times = {"search": [], "list": []}
+            cpu = {"search": [], "list": []}
+            timed(paths["search"][:3] + paths["list"][:3])  # warm-up
+            for index in range(max(self.profile.rounds, 2)):
+                for side in ("search", "list") if index % 2 == 0 else ("list", "search"):
+                    side_times, side_cpu = timed(paths[side])
+                    times[side] += side_times
+                    cpu[side].append(side_cpu)
+            sql = [explained(column, t) for t in templates]
+            values = sorted(times["search"])
             self.results["rows"].append(
                 {
                     "id": f"S ({name})",
                     "taskflow": f"`GET /api/tasks/?{parameter}=…` as staff, {rows:,} tasks, "
                     f"{len(templates)} keys matching {min(matches):,}-{max(matches):,} tasks each",
+                    "baseline": "`GET /api/tasks/` as staff, first page, same run",
                     "unit": "ms",
                     "median": round(median(values), 1),
                     "p95": round(values[min(len(values) - 1, round(0.95 * (len(values) - 1)))], 1),
-                    "samples": [round(v, 2) for v in samples],
+                    "list_median": round(median(times["list"]), 1),
+                    "cpu_ms_per_request": round(median(cpu["search"]), 2),
+                    "list_cpu_ms_per_request": round(median(cpu["list"]), 2),
+                    "sql_ms_median": round(median(ms for ms, _ in sql), 2),
+                    "indexes_read": sorted(set().union(*(names for _, names in sql))),
+                    "samples": [round(v, 2) for v in times["search"]],
+                    "list_samples": [round(v, 2) for v in times["list"]],
                     "matches": matches,
                     "target": 50,
                     "met": median(values) < 50,
                 }
             )
-            log(f"  search {name}: median {median(values):.1f} ms over {len(values)} requests")
+            log(
+                f"  search {name}: median {median(values):.1f} ms (plain list {median(times['list']):.1f} ms), "
+                f"SQL {median(ms for ms, _ in sql):.2f} ms via {sorted(set().union(*(n for _, n in sql)))}"
+            )
         conn.close()
 
         def set_indexes(present: bool) -> None:
@@ -693,20 +750,6 @@ class Bench:
                     self.db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
             self.vacuum()
 
-        def cpu_seconds() -> float:
-            """CPU time so far of the gunicorn workers and the database's backends for the bench DB."""
-            backends = self.db.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            ).fetchall()
-            total = 0.0
-            for pid in [*self.web.children(), *(row[0] for row in backends)]:
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            return total
-
         count = self.profile.bulk_tasks
         connections = self.profile.wrk_connections[0]
 
@@ -714,16 +757,16 @@ class Bench:
             set_indexes(present)
             self.clean_tasks()
             self.reset_queues()
-            cpu, started = cpu_seconds(), time.perf_counter()
+            cpu, started = cpu_by_process(), time.perf_counter()
             self.submit_bulk(count)
             bulk = {"rate": round(count / (time.perf_counter() - started), 1)}
-            bulk["cpu_ms_per_task"] = round((cpu_seconds() - cpu) * 1000 / count, 3)
+            bulk["cpu_ms_per_task"] = round(cpu_since(cpu) * 1000 / count, 3)
             self.clean_tasks()
             self.reset_queues()
-            cpu = cpu_seconds()
+            cpu = cpu_by_process()
             post = self.wrk(method="POST", path="/api/tasks/", key=self.prep["client_key"], connections=connections,
                             body=NOOP_TASK)  # fmt: skip
-            post["cpu_ms_per_task"] = round((cpu_seconds() - cpu) * 1000 / max(post["requests"], 1), 3)
+            post["cpu_ms_per_task"] = round(cpu_since(cpu) * 1000 / max(post["requests"], 1), 3)
             return {"bulk": bulk, "post": post}
 
         samples = []
@@ -958,9 +1001,11 @@ def markdown(results: dict) -> str:
             continue
         if row["id"] in ("S (payload)", "S (result)"):
             lines.append(
-                f"| {row['id']} | {row['taskflow']} | — | median {fmt(row['median'], 'ms')}, "
-                f"p95 {fmt(row['p95'], 'ms')} | — | — | median < {row['target']} ms "
-                f"| {'yes' if row['met'] else '**no**'} |"
+                f"| {row['id']} | {row['taskflow']} | {row['baseline']} | median {fmt(row['median'], 'ms')}, "
+                f"p95 {fmt(row['p95'], 'ms')}; CPU {row['cpu_ms_per_request']:.1f} ms/request; "
+                f"SQL {row['sql_ms_median']:.2f} ms ({', '.join(row['indexes_read'])}) "
+                f"| median {fmt(row['list_median'], 'ms')}; CPU {row['list_cpu_ms_per_request']:.1f} ms/request "
+                f"| — | median < {row['target']} ms | {'yes' if row['met'] else '**no**'} |"
             )
             continue
         if row["id"] == "7":
