@@ -7,7 +7,7 @@ from django_filters.fields import IsoDateTimeField
 
 from apps.core.exceptions import InvalidInput
 from apps.core.filters import StrictFilterSet
-from apps.core.json_contains import parse_json_object
+from apps.core.json_contains import contains_filter, parse_json_object
 
 from .models import Task, TaskPriority, TaskStatus
 
@@ -35,7 +35,7 @@ class JSONObjectField(forms.CharField):
 
     def __init__(self, *, parameter: str, **kwargs):
         self.parameter = parameter
-        super().__init__(**kwargs)
+        super().__init__(strip=False, **kwargs)  # "  " is not JSON: a 400, not "no filter"
 
     def to_python(self, value):
         text = super().to_python(value)
@@ -58,7 +58,7 @@ class JSONContainsFilter(django_filters.Filter):
     def filter(self, queryset, value):
         if value is None:
             return queryset
-        return getattr(queryset, f"{self.field_name}_contains")(value)
+        return queryset.filter(contains_filter(self.field_name, value))
 
 
 JSON_CONTAINS_HELP = (

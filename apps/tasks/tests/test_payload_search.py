@@ -146,6 +146,7 @@ def test_an_anonymous_search_is_a_401(api):
         ("result_contains", '"paid"', "A JSON object is required"),
         ("payload_contains", "42", "A JSON object is required"),
         ("payload_contains", "", "may not be blank"),
+        ("payload_contains", "   ", "Not valid JSON"),
         ("payload_contains", '{"name": "\\u0000"}', "payload_contains.name contains NUL"),
         ("result_contains", '{"name": "\\ud83d"}', "result_contains.name contains an unpaired surrogate"),
         ("payload_contains", '{"amount": 1e999}', "payload_contains.amount is a number out of range"),
