@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -635,6 +635,180 @@ class Bench:
         )
         self.clean_tasks()
 
+    def row_search(self) -> None:
+        """Rows S: a payload and a result containment search on the seeded table against the
+        plain first page in the same run (sequential requests on one keep-alive connection:
+        the server's time plus a loopback round trip; and CPU per request of the web and the
+        database), with the SQL's own time; then what the GIN indexes cost a submission: bulk
+        and POST with them and with them dropped, alternating, with CPU per task."""
+        from importlib import import_module
+
+        indexes = import_module("apps.tasks.migrations.0009_payload_result_gin").INDEXES
+        rows = self.prep["task_rows"]
+        log(f"rows S: containment search at {rows:,} tasks; submission with and without the GIN indexes")
+
+        def cpu_by_process() -> dict[int, float]:
+            """CPU seconds so far of each gunicorn worker and each database backend of the bench DB."""
+            backends = self.db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+            seconds = {}
+            for pid in [*self.web.children(), *(row[0] for row in backends)]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return seconds
+
+        def cpu_since(before: dict[int, float]) -> float:
+            # Per process: a backend that closed in between (CONN_MAX_AGE) must not count negative.
+            return sum(now - before.get(pid, 0.0) for pid, now in cpu_by_process().items())
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+
+        def timed(paths: list[str]) -> tuple[list[float], float]:
+            """Milliseconds of each request, and CPU milliseconds per request."""
+            cpu, times = cpu_by_process(), []
+            for path in paths:
+                started = time.perf_counter()
+                status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
+                times.append((time.perf_counter() - started) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+            return times, cpu_since(cpu) * 1000 / len(paths)
+
+        def explained(column: str, template: dict) -> tuple[float, set[str]]:
+            """The page query's execution time (EXPLAIN ANALYZE, ms) and the indexes its plan reads."""
+            plan = "\n".join(
+                line
+                for (line,) in self.db.execute(
+                    f"EXPLAIN ANALYZE SELECT id FROM tasks_task WHERE {column} @> %s::jsonb "
+                    "ORDER BY created_at DESC, id DESC LIMIT 21",
+                    [json.dumps(template)],
+                )
+            )
+            return float(re.search(r"Execution Time: ([\d.]+) ms", plan).group(1)), set(re.findall(r" on (\w+)", plan))
+
+        searches = {
+            "payload": ("payload_contains", [{"customer": c} for c in range(97, 5001, 247)]),
+            "result": ("result_contains", [{"items": n} for n in range(11, 501, 25)]),
+        }
+        for name, (parameter, templates) in searches.items():
+            column = name
+            matches = [
+                self.db.execute(f"SELECT count(*) FROM tasks_task WHERE {column} @> %s::jsonb", [json.dumps(t)])
+                .fetchone()[0]
+                for t in templates
+            ]  # fmt: skip
+            paths = {
+                "search": [f"/api/tasks/?{parameter}={quote(json.dumps(t))}" for t in templates],
+                "list": ["/api/tasks/"] * len(templates),
+            }
+            times = {"search": [], "list": []}
+            cpu = {"search": [], "list": []}
+            timed(paths["search"][:3] + paths["list"][:3])  # warm-up
+            for index in range(max(self.profile.rounds, 2)):
+                for side in ("search", "list") if index % 2 == 0 else ("list", "search"):
+                    side_times, side_cpu = timed(paths[side])
+                    times[side] += side_times
+                    cpu[side].append(side_cpu)
+            sql = [explained(column, t) for t in templates]
+            values = sorted(times["search"])
+            self.results["rows"].append(
+                {
+                    "id": f"S ({name})",
+                    "taskflow": f"`GET /api/tasks/?{parameter}=…` as staff, {rows:,} tasks, "
+                    f"{len(templates)} keys matching {min(matches):,}-{max(matches):,} tasks each",
+                    "baseline": "`GET /api/tasks/` as staff, first page, same run",
+                    "unit": "ms",
+                    "median": round(median(values), 1),
+                    "p95": round(values[min(len(values) - 1, round(0.95 * (len(values) - 1)))], 1),
+                    "list_median": round(median(times["list"]), 1),
+                    "cpu_ms_per_request": round(median(cpu["search"]), 2),
+                    "list_cpu_ms_per_request": round(median(cpu["list"]), 2),
+                    "sql_ms_median": round(median(ms for ms, _ in sql), 2),
+                    "indexes_read": sorted(set().union(*(names for _, names in sql))),
+                    "samples": [round(v, 2) for v in times["search"]],
+                    "list_samples": [round(v, 2) for v in times["list"]],
+                    "matches": matches,
+                    "target": 50,
+                    "met": median(values) < 50,
+                }
+            )
+            log(
+                f"  search {name}: median {median(values):.1f} ms (plain list {median(times['list']):.1f} ms), "
+                f"SQL {median(ms for ms, _ in sql):.2f} ms via {sorted(set().union(*(n for _, n in sql)))}"
+            )
+        conn.close()
+
+        def set_indexes(present: bool) -> None:
+            for index, definition in indexes.items():
+                if present:
+                    self.db.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} {definition}")
+                else:
+                    self.db.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {index}")
+            self.vacuum()
+
+        count = self.profile.bulk_tasks
+        connections = self.profile.wrk_connections[0]
+
+        def measure(present: bool) -> dict:
+            set_indexes(present)
+            self.clean_tasks()
+            self.reset_queues()
+            cpu, started = cpu_by_process(), time.perf_counter()
+            self.submit_bulk(count)
+            bulk = {"rate": round(count / (time.perf_counter() - started), 1)}
+            bulk["cpu_ms_per_task"] = round(cpu_since(cpu) * 1000 / count, 3)
+            self.clean_tasks()
+            self.reset_queues()
+            cpu = cpu_by_process()
+            post = self.wrk(method="POST", path="/api/tasks/", key=self.prep["client_key"], connections=connections,
+                            body=NOOP_TASK)  # fmt: skip
+            post["cpu_ms_per_task"] = round(cpu_since(cpu) * 1000 / max(post["requests"], 1), 3)
+            return {"bulk": bulk, "post": post}
+
+        samples = []
+        try:
+            measure(True)  # warm-up
+            for index in range(self.profile.rounds):
+                self.check_time("rows S")
+                order = [("taskflow", True), ("baseline", False)]
+                if index % 2:
+                    order.reverse()
+                samples.append({side: measure(present) for side, present in order})
+                log(
+                    f"  submit round {index + 1}/{self.profile.rounds}: "
+                    + ", ".join(
+                        f"{side} bulk {s['bulk']['rate']} post {s['post']['rate']}" for side, s in samples[-1].items()
+                    )
+                )
+        finally:
+            set_indexes(True)
+            self.clean_tasks()
+            self.reset_queues()
+        for kind, label in (
+            ("bulk", f"bulk submission, {count:,} tasks"),
+            ("post", f"`POST /api/tasks/`, {connections} conn."),
+        ):
+            cpu = {side: [s[side][kind]["cpu_ms_per_task"] for s in samples] for side in ("taskflow", "baseline")}
+            self.add_row(
+                f"S ({kind}, index cost)",
+                f"{label}, with the payload/result GIN indexes",
+                "the same with the two indexes dropped",
+                "tasks/s",
+                [{side: s[side][kind]["rate"] for side in s} for s in samples],
+                target=0.9,
+                cpu_ms_per_task_with=cpu["taskflow"],
+                cpu_ms_per_task_without=cpu["baseline"],
+                cpu_ratio_median=round(median(b / t for t, b in zip(cpu["taskflow"], cpu["baseline"], strict=True)), 3),
+            )
+            self.results["notes"].append(
+                f"Row S ({kind}, index cost): web and database CPU per task {median(cpu['taskflow']):.3f} ms with "
+                f"the GIN indexes, {median(cpu['baseline']):.3f} ms without (medians over the rounds)."
+            )
+
     def memory(self) -> None:
         web = {pid: peak_rss_mb(pid) for pid in self.web.children()}
         tf_children = {pid: peak_rss_mb(pid) for pid in self.tf_worker.children()}
@@ -724,7 +898,7 @@ class Bench:
 
     def run(self) -> dict:
         started = time.monotonic()
-        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "limits"])
+        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "S", "limits"])
         try:
             self.ensure_database()
             self.prepare()
@@ -741,6 +915,8 @@ class Bench:
             # and admin rows would wade through their dead index entries until autovacuum
             # came by. Measure the steady state.
             self.vacuum()
+            if "S" in wanted:
+                self.row_search()
             if "4" in wanted:
                 self.row_list()
             if wanted & {"5", "6"}:
@@ -823,6 +999,15 @@ def markdown(results: dict) -> str:
                 f"p95 {fmt(row['p95'], 'ms')} | — | — | report | — |"
             )
             continue
+        if row["id"] in ("S (payload)", "S (result)"):
+            lines.append(
+                f"| {row['id']} | {row['taskflow']} | {row['baseline']} | median {fmt(row['median'], 'ms')}, "
+                f"p95 {fmt(row['p95'], 'ms')}; CPU {row['cpu_ms_per_request']:.1f} ms/request; "
+                f"SQL {row['sql_ms_median']:.2f} ms ({', '.join(row['indexes_read'])}) "
+                f"| median {fmt(row['list_median'], 'ms')}; CPU {row['list_cpu_ms_per_request']:.1f} ms/request "
+                f"| — | median < {row['target']} ms | {'yes' if row['met'] else '**no**'} |"
+            )
+            continue
         if row["id"] == "7":
             lines.append(
                 f"| 7 | {row['taskflow']}: gunicorn worker / Celery pool child | bare Celery pool child "
@@ -882,7 +1067,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8791)))
     parser.add_argument("--rows", type=int, help="rows in the task and baseline tables (default by profile)")
     parser.add_argument("--rounds", type=int, help="rounds per pair (default by profile)")
-    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 limits")
+    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 S limits")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--time-limit", type=float, default=1800, help="give up after this many seconds")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (path printed)")

@@ -104,13 +104,17 @@ def main(argv=None) -> int:
     )
     log("migrating the bench database")
     run("migrate", "--noinput")
-    token = run(
-        "shell",
-        "-c",
-        "from apps.accounts.models import User; from rest_framework_simplejwt.tokens import AccessToken;"
-        "u, _ = User.objects.get_or_create(email='streams@bench.local');"
-        "print(AccessToken.for_user(u))",
-    ).stdout.strip().splitlines()[-1]
+    token = (
+        run(
+            "shell",
+            "-c",
+            "from apps.accounts.models import User; from rest_framework_simplejwt.tokens import AccessToken;"
+            "u, _ = User.objects.get_or_create(email='streams@bench.local');"
+            "print(AccessToken.for_user(u))",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
     command = [PYTHON, "-m", "uvicorn", "taskflow_site.asgi:application", "--port", str(args.port), "--no-access-log"]
     server = Service("uvicorn", command, env, work)

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.core.json_contains import contains_filter
+
 
 class TaskStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -63,6 +65,14 @@ class TaskQuerySet(models.QuerySet):
 
     def failed(self):
         return self.filter(status=TaskStatus.FAILED)
+
+    def payload_contains(self, template: dict):
+        """Tasks whose payload contains `template` (jsonb `@>`; index task_payload_gin)."""
+        return self.filter(contains_filter("payload", template))
+
+    def result_contains(self, template: dict):
+        """Tasks whose result contains `template`; a task without a result never matches."""
+        return self.filter(contains_filter("result", template))
 
 
 class Task(models.Model):

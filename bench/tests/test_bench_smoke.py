@@ -15,7 +15,16 @@ from django.conf import settings
 from bench import readme
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-PAIR_ROWS = {"1", "2", "3 (4 conn.)", "4", "5 (unfiltered)", "5 (status=failed)"}
+PAIR_ROWS = {
+    "1",
+    "2",
+    "3 (4 conn.)",
+    "4",
+    "5 (unfiltered)",
+    "5 (status=failed)",
+    "S (bulk, index cost)",
+    "S (post, index cost)",
+}
 
 
 def free_port() -> int:
@@ -62,6 +71,9 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     assert rows["3 (4 conn.)"]["p99_ms_taskflow_median"] > 0
     assert rows["7"]["gunicorn_worker_mb"] > 0 and rows["7"]["celery_pool_child_mb"] > 0
     assert {"6 (cold)", "6 (warm)"} <= set(rows) or rows["6"]["skipped"]
+    for name in ("S (payload)", "S (result)"):
+        assert rows[name]["median"] > 0 and len(rows[name]["matches"]) == 20, rows[name]
+    assert max(rows["S (result)"]["matches"]) > 0  # seeded results carry the searched key
     limits = results["limits"]
     assert limits["redis_lpush_per_s"] > 0 and limits["redis_rpop_per_s"] > 0 and limits["pg_insert_update_per_s"] > 0
     assert limits["fractions"]["end_to_end_vs_pg_insert_update"] > 0

@@ -4,10 +4,12 @@ Started as `make run` starts it (tests/embedded/stack.py) and driven only over H
 newcomer's first session would: log in as the demo user, run tasks, retry, cancel, schedule.
 """
 
+import json
 import re
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http.cookiejar import CookieJar
@@ -115,6 +117,42 @@ def test_tasks_submitted_by_several_clients_at_once_all_succeed_without_waiting_
     # With kombu's default polling (1 s) each of the worker's two slots ran one task a second:
     # 12 s for these; about 2 s since settings poll the queue folder every 0.1 s.
     assert time.monotonic() - started < 8
+
+
+def test_tasks_are_found_by_payload_and_result_on_sqlite_too(call):
+    run = uuid.uuid4().hex  # this test's tasks only
+    echoes = [{"customer": 42, "run": run}, {"customer": "42", "run": run}, {"customer": 43, "run": run, "tags": ["x"]}]
+    tasks = [submit(call, kind="demo.noop", payload={"echo": echo}) for echo in echoes]
+    for task in tasks:
+        assert final_state(call, task["id"])["status"] == "succeeded"
+
+    def found(parameter: str, template: dict, extra: str = "") -> list[str]:
+        response = call("GET", f"/api/tasks/?{parameter}={urllib.parse.quote(json.dumps(template))}{extra}")
+        assert response.status == 200, response.body
+        return [task["id"] for task in response.json()["results"]]
+
+    number, text, tagged = (task["id"] for task in tasks)
+    assert found("payload_contains", {"echo": {"customer": 42, "run": run}}) == [number]
+    assert found("payload_contains", {"echo": {"customer": "42", "run": run}}) == [text]
+    assert found("result_contains", {"echo": {"tags": ["x"], "run": run}}) == [tagged]
+    assert found("result_contains", {"echo": {"customer": 44, "run": run}}) == []
+    assert found("payload_contains", {"echo": {"run": run}}, "&status=succeeded&kind=demo.noop") == [
+        tagged,
+        text,
+        number,
+    ]
+    walked, path = (
+        [],
+        f"/api/tasks/?page_size=2&payload_contains={urllib.parse.quote(json.dumps({'echo': {'run': run}}))}",
+    )
+    while path:
+        page = call("GET", path).json()
+        walked += [task["id"] for task in page["results"]]
+        path = page["next"] and urllib.parse.urlsplit(page["next"])._replace(scheme="", netloc="").geturl()
+    assert walked == [tagged, text, number]
+    refused = call("GET", "/api/tasks/?payload_contains=%5B42%5D")
+    assert refused.status == 400
+    assert list(refused.json()["error"]["fields"]) == ["payload_contains"]
 
 
 def admin_session(stack):

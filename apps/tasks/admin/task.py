@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
@@ -21,6 +21,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django_celery_results.models import TaskResult
 
+from apps.core.exceptions import InvalidInput
+from apps.core.json_contains import contains_filter
 from apps.core.pagination import EstimatedCountPaginator
 
 from .. import dashboard
@@ -28,6 +30,7 @@ from ..forms import TaskActionForm
 from ..models import RETRYABLE_STATUSES, WAITING_STATUSES, Task, TaskStatus
 from .filters import CreatedFilter, HasErrorFilter, KindFilter, OwnerFilter
 from .pages import TaskPagesMixin
+from .search import describe_error, parse_search
 
 EVENTS_SHOWN = 200
 SHORT_ID = re.compile(r"^[0-9a-fA-F]{8}$")
@@ -104,7 +107,11 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
     list_select_related = ("owner",)
     # get_search_results reads the term its own way (an id, an email, or title words).
     search_fields = ("title", "owner__email")
-    search_help_text = "A task id (whole, or its first 8 characters), words of the title, or an owner's email."
+    search_help_text = (
+        "A task id (whole, or its first 8 characters), words of the title, or an owner's email. "
+        'Payload and result: payload.customer=42 or result.status="paid" (values are JSON: 42 is a number, '
+        '"42" a string; nested keys with dots: payload.order.id=7; several terms must all match).'
+    )
     # Only the creation order has an index behind every filter; other sorts would scan.
     sortable_by = ("created_column",)
     paginator = EstimatedCountPaginator
@@ -194,8 +201,18 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
         return TaskChangeList
 
     def get_search_results(self, request, queryset, search_term):
+        """`payload.key=value` and `result.key=value` terms by containment (search.py), the rest as text."""
+        try:
+            search = parse_search(search_term)
+        except InvalidInput as exc:
+            self.message_user(request, describe_error(exc), messages.ERROR)
+            return queryset.none(), False
+        for column, template in search.contains:
+            queryset = queryset.filter(contains_filter(column, template))
+        return self._text_search(queryset, search.text)
+
+    def _text_search(self, queryset, term: str):
         """An id (whole or short) by primary key, an email by owner, anything else by title or owner."""
-        term = search_term.strip()
         if not term:
             return queryset, False
         try:

@@ -175,9 +175,35 @@ def test_a_running_tasks_page_moves_with_its_live_stream_without_reloading(
     assert page.inner_text(".field-progress_message .readonly").startswith("step ")
     assert page.locator("#timeline tr:has(.tf-status-running)").count() >= 1
     assert page.inner_text(".field-status_column .readonly").strip() == "Running"
-    screenshot(page, "06-running-task-live-progress")
+    screenshot(page, "09-running-task-live-progress")
     # Final: the page reloads itself once, showing the result.
     page.wait_for_function("window.tfNotReloaded === undefined", timeout=60_000)
     page.wait_for_selector(".field-status_column .tf-status-succeeded")
     assert '"slept": 12' in page.inner_text(".field-result_json") and "succeeded" in page.inner_text("#timeline")
     page.close()
+
+
+def test_an_operator_searches_by_payload_and_sees_how_many_failed_tasks_a_retry_would_take(
+    browser, live_server, operator, owner
+):
+    for n in range(3):
+        Task.objects.create(owner=owner, kind="demo.noop", title=f"Invoice {n}", status=TaskStatus.FAILED,
+                            payload={"customer": 42, "invoice": n})  # fmt: skip
+    Task.objects.create(owner=owner, kind="demo.noop", title="Invoice 3", status=TaskStatus.SUCCEEDED,
+                        payload={"customer": 42, "invoice": 3})  # fmt: skip
+    Task.objects.create(owner=owner, kind="demo.noop", title="Invoice 4", status=TaskStatus.FAILED,
+                        payload={"customer": "42", "invoice": 4})  # fmt: skip
+    page = log_in(browser, live_server, operator)
+    assert "payload.customer=42" in page.inner_text("#changelist-search")  # the help under the box
+    page.fill("#searchbar", "payload.customer=42")
+    page.press("#searchbar", "Enter")
+    page.wait_for_url("**q=payload.customer**")
+    assert page.locator("#result_list tbody tr").count() == 4
+    screenshot(page, "07-operator-payload-search")
+
+    page.click("text=Retry all matching")
+    page.wait_for_url("**/retry-matching/**")
+    assert page.inner_text("#retry-count") == "3"
+    assert "payload.customer=42" in page.inner_text("#content")
+    screenshot(page, "08-operator-retry-matching-payload-search")
+    assert Task.objects.filter(status=TaskStatus.FAILED).count() == 4  # a count only: nothing retried yet

@@ -28,6 +28,7 @@ from apps.tasks.models import Task, TaskEvent, TaskPriority, TaskStatus
 from apps.tasks.registry import get_kind
 
 DEMO_DOMAIN = "demo.taskflow.local"
+DEMO_CUSTOMERS = 5_000
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def _payload(kind: str, rng: random.Random, n: int) -> dict:
     if kind == "notify.email":
         return {"subject": f"Your TaskFlow update #{n}", "body": "Hello,\n\nyour report is ready.\n\n— TaskFlow"}
     if kind == "demo.noop":
-        return {"echo": {"batch": n}}
+        # A customer id: a selective key for payload searches (a few dozen tasks each at 1M).
+        return {"echo": {"batch": n}, "customer": rng.randint(1, DEMO_CUSTOMERS)}
     return {}
 
 
