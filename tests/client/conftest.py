@@ -1,20 +1,17 @@
 """A real TaskFlow for the client's tests: gunicorn and a Celery worker on the test database."""
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import BASE_DIR, WebServer, gunicorn_command, process_starter
+from tests.support.processes import BASE_DIR, WebServer, Worker, gunicorn_command, process_starter
 
 # The cast's password (the root conftest.py's make_user).
 PASSWORD_FOR_CLIENT_TESTS = "correct-horse-battery-staple-42"
 CLIENT_DIR = BASE_DIR / "clients" / "python"
-if str(CLIENT_DIR) not in sys.path:  # the client is its own package; the suite reads it from the tree
-    sys.path.insert(0, str(CLIENT_DIR))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server_env(worker_env):
     return worker_env | {
         "RATE_LIMIT_USER": "100000/min",
@@ -23,11 +20,15 @@ def server_env(worker_env):
     }
 
 
-@pytest.fixture(scope="module")
-def taskflow_server(server_env, celery_worker):
-    """One web server and one worker for a test module (tests need `django_db(transaction=True)`)."""
-    with process_starter(lambda: WebServer(server_env, gunicorn_command(workers=1, threads=4))) as start:
-        yield start()
+@pytest.fixture(scope="package")
+def taskflow_server(server_env, worker_env):
+    """One web server and one worker for the client's tests (which need `django_db(transaction=True)`)."""
+    worker = Worker(worker_env).start()
+    try:
+        with process_starter(lambda: WebServer(server_env, gunicorn_command(workers=1, threads=4))) as start:
+            yield start()
+    finally:
+        worker.stop()
 
 
 @pytest.fixture

@@ -134,17 +134,17 @@ def read_payload(value: str) -> Any:
 @click.option("--payload", default="{}", help="JSON, or @file.json.")
 @click.option("--priority", type=click.Choice(["low", "normal", "high", "critical"]))
 @click.option("--title")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Default: the kind's.")
+@click.option("--run-at", help="ISO 8601 time to run it at (default: now).")
 @click.option("--idempotency-key", help="Default: a new uuid4, reused across this command's retries.")
 @click.option("--wait", is_flag=True, help="Follow the task until it is final; exit 3 if it failed, 4 if cancelled.")
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 5).")
 @json_option
 @click.pass_obj
-def submit(state: State, kind: str, payload: str, priority: str | None, title: str | None,
-           idempotency_key: str | None, wait: bool, timeout: float | None) -> None:  # fmt: skip
+def submit(state: State, kind: str, payload: str, wait: bool, timeout: float | None, **options: Any) -> None:
     """Submit a task of KIND."""
     with state.client() as tf:
-        task = tf.tasks.submit(kind, read_payload(payload), priority=priority, title=title,
-                               idempotency_key=idempotency_key)  # fmt: skip
+        task = tf.tasks.submit(kind, read_payload(payload), **options)
         if not wait:
             emit(state, task.raw, lambda: stdout.print(f"{task.id} {task.kind} {task.status}", highlight=False))
             return
