@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def test_login_saves_an_api_key_readable_by_the_user_alone(owner, cli_env):
     assert login.returncode == 0, login.stderr
     path = cli_env["TASKFLOW_CONFIG"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    saved = json.load(open(path))
+    saved = json.loads(Path(path).read_text())
     assert saved["url"] == url and owner.api_keys.get().prefix in saved["api_key"]
     kinds = taskflow(cli_env, "kinds", "--json")  # the URL and key from the file alone
     assert kinds.returncode == 0, kinds.stderr
