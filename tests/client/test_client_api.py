@@ -257,3 +257,30 @@ def test_the_async_client_submits_waits_lists_and_raises_alike(owner, taskflow_s
     assert sorted(f.result["echo"] for f in finals) == [0, 1, 2]
     assert sorted(listed) == sorted(t.id for t in tasks)
     assert events[-1] == "succeeded"
+
+
+def test_schedules_are_created_previewed_run_and_deleted_from_both_clients(owner, client_for, taskflow_server,
+                                                                           api_key_for):  # fmt: skip
+    tf = client_for(owner)
+    schedule = tf.schedules.create("nightly", "demo.noop", {"echo": "night"}, cron="30 2 * * *",
+                                   timezone="Europe/Berlin", overlap_policy="skip")  # fmt: skip
+    preview = tf.schedules.preview(schedule, count=3)
+    run = tf.schedules.run(schedule, reason="now")
+    paused = tf.schedules.update(schedule, enabled=False)
+    api_key = api_key_for(owner)
+
+    async def async_preview():
+        async with AsyncTaskFlow(taskflow_server.url(""), api_key=api_key) as atf:
+            return await atf.schedules.preview(schedule, count=3), [s.id async for s in atf.schedules.list()]
+
+    async_times, listed = asyncio.run(async_preview())
+    tf.schedules.delete(schedule)
+
+    assert schedule.next_run_at is not None and schedule.next_run_at.tzinfo is not None
+    assert len(preview) == 3 and "02:30" in preview[0].local
+    assert [p.utc for p in async_times] == [p.utc for p in preview]
+    assert listed == [schedule.id]
+    assert run.trigger == "run_now" and run.schedule == schedule.id
+    assert paused.enabled is False
+    with pytest.raises(NotFound):
+        tf.schedules.get(schedule)

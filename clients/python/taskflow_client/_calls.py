@@ -62,6 +62,8 @@ def many(model: type[M]) -> Callable[[httpx.Response], list[M]]:
 def page(model: type[M]) -> Callable[[httpx.Response], Page[M]]:
     def parse(response: httpx.Response) -> Page[M]:
         body = response.json()
+        if isinstance(body, list):  # an unpaginated list (schedule previews, whatever the schema says)
+            return Page([model.from_api(item) for item in body])
         return Page([model.from_api(item) for item in body["results"]], body.get("next"), body.get("previous"))
 
     return parse
@@ -71,7 +73,7 @@ def nothing(response: httpx.Response) -> None:
     return None
 
 
-def next_page(call: Call[Page[M]], current: Page[M]) -> Call[Page[M]] | None:
+def next_page(call: Call[Page[T]], current: Page[T]) -> Call[Page[T]] | None:
     if not current.next:
         return None
     return Call("GET", current.next, call.parse)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import unquote
 
 # Above this size `upload()` sends the bytes straight to the object store (presigned POST)
@@ -42,7 +42,7 @@ class ProgressReader:
     def tell(self) -> int:
         return self._file.tell()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         while chunk := self.read(CHUNK_BYTES):
             yield chunk
 
@@ -67,8 +67,9 @@ class Source:
         self.file.seek(0)
         self.content_type = content_type or mimetypes.guess_type(self.name)[0] or "application/octet-stream"
 
-    def reader(self, progress: Progress | None) -> ProgressReader:
-        return ProgressReader(self.file, self.size, progress)
+    def reader(self, progress: Progress | None) -> IO[bytes]:
+        # Duck-typed: httpx reads, seeks and tells, which is all a multipart part needs.
+        return cast(IO[bytes], ProgressReader(self.file, self.size, progress))
 
     def close(self) -> None:
         if self.owned:

@@ -36,7 +36,7 @@ class RetryPolicy:
     max_retry_after: float = 120.0
 
     def backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def delay_after_response(self, attempt: int, response: httpx.Response, *, idempotent: bool) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -104,7 +105,7 @@ class Tasks(_Resource):
         callback_url, idempotency_key (a uuid4 by default, kept across this call's retries)."""
         return await self._t.call(calls.task_submit(calls.task_spec(kind, payload, **options)))
 
-    async def bulk(self, tasks: Iterable[Mapping[str, Any]]) -> list[Task]:
+    async def bulk(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Submit many at once (all or nothing); each item is `{kind, payload, ...}` as for submit()."""
         bodies = [calls.task_spec(**dict(item)) for item in tasks]
         return await self._t.call(calls.task_bulk(bodies))
@@ -119,7 +120,7 @@ class Tasks(_Resource):
     async def get(self, task: Any) -> Task:
         return await self._t.call(calls.task_get(task))
 
-    async def history(self, task: Any) -> list[TaskEvent]:
+    async def history(self, task: Any) -> builtins.list[TaskEvent]:
         return await self._t.call(calls.task_events(task))
 
     async def retry(self, task: Any, *, reason: str = "") -> Task:
@@ -199,7 +200,7 @@ class Tasks(_Resource):
 
 
 class Kinds(_Resource):
-    async def list(self) -> list[Kind]:
+    async def list(self) -> builtins.list[Kind]:
         return await self._t.call(calls.kinds_list())
 
 
@@ -310,8 +311,8 @@ class Schedules(_Resource):
     async def delete(self, schedule: Any) -> None:
         await self._t.call(calls.schedule_delete(schedule))
 
-    async def preview(self, schedule: Any, count: int = 5) -> list[SchedulePreview]:
-        return list(self._iterate(calls.schedule_preview(schedule, count)))
+    async def preview(self, schedule: Any, count: int = 5) -> builtins.list[SchedulePreview]:
+        return [item async for item in self._iterate(calls.schedule_preview(schedule, count))]
 
     async def run(self, schedule: Any, *, reason: str = "") -> Task:
         return await self._t.call(calls.schedule_run(schedule, reason))

@@ -27,7 +27,8 @@ from .models import Event, Task
 EXIT_ERROR, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 1, 3, 4, 5
 EXIT_BY_STATUS = {"succeeded": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 
-stdout = Console(soft_wrap=True)
+# Piped output is not cut to 80 columns: tables stay one line per row for grep and awk.
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
@@ -65,9 +66,24 @@ def fail(error: TaskFlowError, as_json: bool) -> None:
         click.echo(json.dumps({"error": body}), err=True)
     else:
         stderr.print(f"[red]Error[/red] ({error.code}): {error.message}", markup=True, highlight=False)
-        for field, messages in (error.fields or {}).items():
-            stderr.print(f"  {field}: {messages}", markup=False, highlight=False)
+        for field, message in flat_fields(error.fields):
+            stderr.print(f"  {field}: {message}", markup=False, highlight=False)
     sys.exit(EXIT_TIMEOUT if isinstance(error, WaitTimeout) else EXIT_ERROR)
+
+
+def flat_fields(fields: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """("payload.seconds", "Ensure ...") pairs from the API's nested field errors."""
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            yield from flat_fields(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(fields, list) and all(isinstance(item, str) for item in fields):
+        for item in fields:
+            yield prefix or "input", item
+    elif isinstance(fields, list):
+        for index, item in enumerate(fields):
+            yield from flat_fields(item, f"{prefix}[{index}]")
+    else:
+        yield prefix or "input", str(fields)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,7 +157,7 @@ def read_payload(value: str) -> Any:
 @click.option("--timeout", type=float, help="With --wait: give up after this many seconds (exit 5).")
 @json_option
 @click.pass_obj
-def submit(state: State, kind: str, payload: str, wait: bool, timeout: float | None, **options: Any) -> None:
+def submit(state: State, /, kind: str, payload: str, wait: bool, timeout: float | None, **options: Any) -> None:
     """Submit a task of KIND."""
     with state.client() as tf:
         task = tf.tasks.submit(kind, read_payload(payload), **options)
@@ -242,7 +258,10 @@ def list_tasks(state: State, status: tuple[str, ...], kind: str | None, search: 
     with state.client() as tf:
         page_size = min(limit, 100)
         tasks = list(tf.tasks.list(status=status or None, kind=kind, search=search, limit=limit, page_size=page_size))
-    table = Table("id", "kind", "status", "progress", "created", box=None)
+    table = Table(box=None)
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("kind", "status", "progress", "created"):
+        table.add_column(column)
     for task in tasks:
         table.add_row(task.id, task.kind, task.status, f"{task.progress}%", f"{task.created_at:%Y-%m-%d %H:%M:%S}")
     emit(state, [task.raw for task in tasks], lambda: stdout.print(table))
@@ -326,7 +345,10 @@ def files_list(state: State, limit: int) -> None:
     """Your files, newest first."""
     with state.client() as tf:
         items = list(tf.files.list(limit=limit))
-    table = Table("id", "name", "size", "state", box=None)
+    table = Table(box=None)
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("name", "size", "state"):
+        table.add_column(column)
     for item in items:
         table.add_row(item.id, item.name, str(item.size), item.state)
     emit(state, [item.raw for item in items], lambda: stdout.print(table))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -121,7 +122,7 @@ class Tasks(_Resource):
         callback_url, idempotency_key (a uuid4 by default, kept across this call's retries)."""
         return self._t.call(calls.task_submit(calls.task_spec(kind, payload, **options)))
 
-    def bulk(self, tasks: Iterable[Mapping[str, Any]]) -> list[Task]:
+    def bulk(self, tasks: Iterable[Mapping[str, Any]]) -> builtins.list[Task]:
         """Submit many at once (all or nothing); each item is `{kind, payload, ...}` as for submit()."""
         bodies = [calls.task_spec(**dict(item)) for item in tasks]
         return self._t.call(calls.task_bulk(bodies))
@@ -136,7 +137,7 @@ class Tasks(_Resource):
     def get(self, task: Any) -> Task:
         return self._t.call(calls.task_get(task))
 
-    def history(self, task: Any) -> list[TaskEvent]:
+    def history(self, task: Any) -> builtins.list[TaskEvent]:
         return self._t.call(calls.task_events(task))
 
     def retry(self, task: Any, *, reason: str = "") -> Task:
@@ -212,7 +213,7 @@ class Tasks(_Resource):
 
 
 class Kinds(_Resource):
-    def list(self) -> list[Kind]:
+    def list(self) -> builtins.list[Kind]:
         return self._t.call(calls.kinds_list())
 
 
@@ -323,7 +324,7 @@ class Schedules(_Resource):
     def delete(self, schedule: Any) -> None:
         self._t.call(calls.schedule_delete(schedule))
 
-    def preview(self, schedule: Any, count: int = 5) -> list[SchedulePreview]:
+    def preview(self, schedule: Any, count: int = 5) -> builtins.list[SchedulePreview]:
         return list(self._iterate(calls.schedule_preview(schedule, count)))
 
     def run(self, schedule: Any, *, reason: str = "") -> Task:

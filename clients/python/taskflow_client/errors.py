@@ -76,7 +76,9 @@ class RateLimited(TaskFlowError):
 class QuotaExceeded(TaskFlowError):
     """A quota is reached (429 for tasks not yet final, 400 for schedules and webhooks): not transient."""
 
-    def __init__(self, message: str, *, quota: str = "", limit: int | None = None, current: int | None = None, **kw):
+    def __init__(
+        self, message: str, *, quota: str = "", limit: int | None = None, current: int | None = None, **kw: Any
+    ):
         super().__init__(message, **kw)
         self.quota = quota
         self.limit = limit

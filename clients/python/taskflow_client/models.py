@@ -51,7 +51,7 @@ def _hints(cls: type) -> dict[str, Any]:
 class Model:
     @classmethod
     def from_api(cls: type[M], data: dict[str, Any]) -> M:
-        hints = _hints(cls)
+        hints = _hints(cls)  # type: ignore[arg-type]
         names = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "raw"}
         values = {name: _convert(hints[name], data[name]) for name in names if name in data}
         return cls(**values, raw=dict(data))  # type: ignore[call-arg]
