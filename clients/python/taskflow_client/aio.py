@@ -15,11 +15,11 @@ from httpx_sse import EventSource
 
 from . import _calls as calls
 from ._atransport import AsyncTransport
+from ._common import DOWNLOAD_TIMEOUT, remaining, resolve_settings, stream_timeout, task_id_of
 from ._events import NO_STREAM_STATUSES, PollState, event_from_sse, has_stream, stream_path
 from ._files import PRESIGN_ABOVE_BYTES, Progress, Source, download_name, is_redirect
 from ._retry import RetryPolicy
 from ._transport import Credentials
-from .client import DOWNLOAD_TIMEOUT, remaining, resolve_settings, stream_timeout, task_id_of
 from .errors import NotSupported, TaskFlowError, TransportError
 from .models import (
     ApiKey,

@@ -13,11 +13,12 @@ import httpx
 from httpx_sse import EventSource
 
 from . import _calls as calls
+from ._common import DOWNLOAD_TIMEOUT, remaining, resolve_settings, stream_timeout, task_id_of
 from ._events import NO_STREAM_STATUSES, PollState, event_from_sse, has_stream, stream_path
 from ._files import PRESIGN_ABOVE_BYTES, Progress, Source, download_name, is_redirect
 from ._retry import RetryPolicy
 from ._transport import Credentials, SyncTransport
-from .errors import NotSupported, TaskFlowError, TransportError, WaitTimeout
+from .errors import NotSupported, TaskFlowError, TransportError
 from .models import (
     ApiKey,
     CallbackSecret,
@@ -36,26 +37,6 @@ from .models import (
 )
 
 T = TypeVar("T")
-# A stream sends heartbeats; this long without a byte means the connection is dead: reconnect.
-STREAM_READ_TIMEOUT = 60.0
-DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=300.0)
-
-
-def remaining(deadline: float | None) -> float | None:
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise WaitTimeout("The task was not final in time.", code="wait_timeout")
-    return left
-
-
-def stream_timeout(left: float | None) -> httpx.Timeout:
-    return httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT if left is None else min(left, STREAM_READ_TIMEOUT))
-
-
-def task_id_of(task: Any) -> str:
-    return str(getattr(task, "id", task))
 
 
 class _Resource:
@@ -361,16 +342,6 @@ class Webhooks(_Resource):
 
     def callback_secret(self, *, rotate: bool = False) -> CallbackSecret:
         return self._t.call(calls.callback_secret(rotate))
-
-
-def resolve_settings(url: str | None, api_key: str | None, email: str | None) -> tuple[str, str | None]:
-    """The base URL and API key, from the arguments or TASKFLOW_URL / TASKFLOW_API_KEY."""
-    url = url or os.environ.get("TASKFLOW_URL")
-    if not url:
-        raise ValueError("no TaskFlow URL: pass one or set TASKFLOW_URL")
-    if api_key is None and email is None:
-        api_key = os.environ.get("TASKFLOW_API_KEY") or None
-    return url.rstrip("/"), api_key
 
 
 class TaskFlow:
