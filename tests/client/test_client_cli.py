@@ -40,7 +40,10 @@ def test_login_saves_an_api_key_readable_by_the_user_alone(owner, cli_env):
     assert kinds.returncode == 0, kinds.stderr
     assert {"demo.sleep", "demo.noop", "demo.fail"} <= {kind["name"] for kind in json.loads(kinds.stdout)}
     wrong = taskflow(cli_env, "login", "--url", url, "--email", owner.email, "--password", "wrong")
-    assert wrong.returncode == 1 and "401" not in wrong.stdout and "credentials" in wrong.stderr.lower()
+    assert wrong.returncode == 1 and "credentials" in wrong.stderr.lower()
+    revoked = taskflow(cli_env, "login", "--url", url, "--api-key", "not-a-key")
+    assert revoked.returncode == 1
+    assert json.loads(Path(path).read_text()) == saved  # a key that does not work is not saved
 
 
 def test_submit_wait_shows_progress_and_exits_zero(owner, logged_in):

@@ -102,10 +102,12 @@ def cli(ctx: click.Context, url: str | None, api_key: str | None, as_json: bool)
 @click.option("--url", "login_url", help="TaskFlow's base URL.")
 @click.option("--email", help="Log in with email and password; an API key is made and saved.")
 @click.option("--password", help="Prompted for when --email is given without it.")
+@click.option("--api-key", "login_api_key", help="Save this API key instead (prompted for without --email).")
 @click.option("--key-name", default=lambda: f"taskflow CLI on {socket.gethostname()}", show_default="CLI on host")
 @json_option
 @click.pass_obj
-def login(state: State, login_url: str | None, email: str | None, password: str | None, key_name: str) -> None:
+def login(state: State, /, login_url: str | None, email: str | None, password: str | None, login_api_key: str | None,
+          key_name: str) -> None:  # fmt: skip
     """Save the URL and an API key in the config file (0600): with --email, or a key from --api-key."""
     url = login_url or state.url or config.load().get("url") or click.prompt("TaskFlow URL")
     if email:
@@ -113,7 +115,7 @@ def login(state: State, login_url: str | None, email: str | None, password: str 
         with TaskFlow(url, email=email, password=password) as tf:
             api_key = tf.auth.create_api_key(key_name).key or ""
     else:
-        api_key = state.api_key or click.prompt("API key", hide_input=True)
+        api_key = login_api_key or state.api_key or click.prompt("API key", hide_input=True)
     with TaskFlow(url, api_key=api_key) as tf:
         me = tf.auth.me()  # the key works before it is saved
     path = config.save({"url": url.rstrip("/"), "api_key": api_key})
