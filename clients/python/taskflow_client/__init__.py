@@ -1,0 +1,77 @@
+"""TaskFlow's Python client: `TaskFlow` (sync) and `AsyncTaskFlow` (asyncio), and the `taskflow` CLI."""
+
+from ._retry import RetryPolicy
+from .aio import AsyncTaskFlow
+from .client import TaskFlow
+from .errors import (
+    AuthenticationError,
+    Conflict,
+    NotFound,
+    NotSupported,
+    PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    ServerError,
+    ServiceUnavailable,
+    TaskFlowError,
+    TransportError,
+    ValidationError,
+    WaitTimeout,
+)
+from .models import (
+    ApiKey,
+    CallbackSecret,
+    Event,
+    File,
+    Kind,
+    Page,
+    PresignedUpload,
+    Schedule,
+    SchedulePreview,
+    Task,
+    TaskEvent,
+    TaskFile,
+    Tokens,
+    User,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiKey",
+    "AsyncTaskFlow",
+    "AuthenticationError",
+    "CallbackSecret",
+    "Conflict",
+    "Event",
+    "File",
+    "Kind",
+    "NotFound",
+    "NotSupported",
+    "Page",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "PresignedUpload",
+    "QuotaExceeded",
+    "RateLimited",
+    "RetryPolicy",
+    "Schedule",
+    "SchedulePreview",
+    "ServerError",
+    "ServiceUnavailable",
+    "Task",
+    "TaskEvent",
+    "TaskFile",
+    "TaskFlow",
+    "TaskFlowError",
+    "Tokens",
+    "TransportError",
+    "User",
+    "ValidationError",
+    "WaitTimeout",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]
