@@ -1,10 +1,9 @@
 """The client's side of the live event stream, `GET /api/tasks/{id}/events/stream/`.
 
-TaskFlow's server does not serve the stream yet (the client falls back to polling, which the
-other client tests exercise against the real server). Until it does, these tests hold the
-client to the stream's contract with a small HTTP server that speaks it: `id:` lines,
-a connection cut mid-task, `Last-Event-ID` on the reconnect, heartbeats, a clean end after
-the final event. The server's own integration test replaces this stand-in.
+The other client tests use TaskFlow's own stream (and the polling fallback); these hold the
+client to the parts of the contract a real server cannot be made to show on cue, with a small
+HTTP server that speaks the protocol: a connection cut in the middle of a message,
+`Last-Event-ID` on the reconnect, heartbeats, a clean end after the final event.
 """
 
 import asyncio
@@ -34,16 +33,21 @@ def message(event_id: int, name: str, **data) -> bytes:
     return f"id: {event_id}\nevent: {name}\ndata: {json.dumps({'task': TASK_ID, **data})}\n\n".encode()
 
 
+def progress(percent: int, text: str) -> bytes:
+    data = {"task": TASK_ID, "progress": percent, "progress_message": text}
+    return f"event: progress\ndata: {json.dumps(data)}\n\n".encode()
+
+
 # What the server sends on each connection, by the Last-Event-ID the client brings; then it
 # closes the connection: a cut, unless the last event was final.
 SCRIPT = {
     None: [
-        b"retry: 50\n\n", message(1, "queued", status="queued"), message(2, "running", status="running", attempt=1),
-        b"id: 3\nevent: progress\ndata: {\"progress\": 5",  # cut in the middle of a message
+        b"retry: 50\n\n", message(1, "task", to_status="queued"), message(2, "task", to_status="running", attempt=1),
+        b"event: progress\ndata: {\"progress\": 5",  # cut in the middle of a message
     ],
     "2": [
-        b": heartbeat\n\n", message(3, "progress", status="running", progress=50, message="step 1 of 2"),
-        message(4, "succeeded", status="succeeded", result={"slept": 1}),
+        b": keep-alive\n\n", progress(50, "step 1 of 2"),
+        message(4, "task", to_status="succeeded", result={"slept": 1}), b"event: end\ndata: {}\n\n",
     ],
 }  # fmt: skip
 
@@ -106,7 +110,7 @@ def test_a_cut_stream_is_resumed_with_last_event_id_and_loses_no_event(stream_se
         events = list(tf.tasks.events(TASK_ID, timeout=30))
 
     assert [(e.id, e.type) for e in events] == [
-        ("1", "queued"), ("2", "running"), ("3", "progress"), ("4", "succeeded"),
+        ("1", "queued"), ("2", "running"), (None, "progress"), ("4", "succeeded"),
     ]  # fmt: skip
     assert events[2].progress == 50 and events[2].message == "step 1 of 2" and events[1].attempt == 1
     assert stream_server.seen_last_event_ids == [None, "2"]
@@ -122,8 +126,8 @@ def test_wait_follows_the_stream_then_reads_the_final_task(stream_server):
 
 def test_an_earlier_runs_final_event_in_the_replay_does_not_end_the_stream():
     script = {
-        None: [message(1, "failed", status="failed"), message(2, "queued", status="queued")],
-        "2": [message(3, "succeeded", status="succeeded")],
+        None: [message(1, "task", to_status="failed"), message(2, "task", to_status="queued")],
+        "2": [message(3, "task", to_status="succeeded"), b"event: end\ndata: {}\n\n"],
     }
     server = StreamServer(script)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -142,5 +146,5 @@ def test_the_async_client_resumes_the_stream_alike(stream_server):
         async with AsyncTaskFlow(stream_server.url(), api_key="k", retry=RetryPolicy(backoff_base=0.01)) as tf:
             return [event.id async for event in tf.tasks.events(TASK_ID, timeout=30)]
 
-    assert asyncio.run(follow()) == ["1", "2", "3", "4"]
+    assert asyncio.run(follow()) == ["1", "2", None, "4"]
     assert stream_server.seen_last_event_ids == [None, "2"]

@@ -2,9 +2,10 @@
 
 The stream (`GET /api/tasks/{id}/events/stream/`) sends one SSE message per event of the
 task's history, with an `id:` line; a client that reconnects sends `Last-Event-ID` and the
-server replays what came after it. Each message's `data:` is a JSON object; the client reads
-`status` (or `to_status`), `progress`, `message` (or `progress_message`) and `attempt` from
-it, and takes the event's type from the `event:` line (or the object's `type`).
+server replays what came after it. Each message's `data:` is a JSON object: `event: task` is an
+entry of the history (its type is the state it moved to, `to_status`), `event: progress` a
+progress report (`progress`, `progress_message`), and `event: end` marks the close after the
+task became final (not yielded).
 
 A server without the stream answers 404 (or 405/501, or not `text/event-stream`): the client
 then polls `GET /api/tasks/{id}/` with `If-None-Match` (an unchanged task is a bodiless 304)
@@ -42,10 +43,14 @@ def event_from_sse(task_id: str, name: str, data: str, event_id: str | None) -> 
         body = json.loads(data) if data else None
     except ValueError:
         return None
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or name == "end":  # `end` only marks the stream's close
         return None
-    status = body.get("status") or body.get("to_status")
-    kind = name if name and name != "message" else str(body.get("type") or status or "message")
+    status = body.get("to_status") or body.get("status")
+    # `event: task` is an entry of the history: its type is the state it moved to.
+    kind = name if name and name not in ("message", "task") else str(body.get("type") or status or "message")
+    if kind == "progress":
+        # Progress is not history: it has no id of its own (an SSE reader repeats the last one).
+        event_id = None
     return Event(
         type=kind,
         task_id=str(body.get("task") or body.get("task_id") or task_id),
