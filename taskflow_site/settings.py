@@ -336,6 +336,13 @@ TASK_REAPER_INTERVAL = env_positive_int("TASK_REAPER_INTERVAL", 30)
 TASK_DISPATCH_INTERVAL = env_positive_int("TASK_DISPATCH_INTERVAL", 10)
 TASK_RETENTION_DAYS = env_positive_int("TASK_RETENTION_DAYS", 30)
 TASK_BROKER_TIMEOUT = 2
+# The dashboard's rollups of finished tasks (apps/tasks/rollups.py): refreshed every INTERVAL
+# seconds, re-aggregating the last LAG seconds each time (finishes committed late); minute
+# rows kept MINUTE_DAYS, hour rows HOUR_DAYS (beyond TASK_RETENTION_DAYS: history stays).
+TASK_ROLLUP_INTERVAL = env_positive_int("TASK_ROLLUP_INTERVAL", 10)
+TASK_ROLLUP_LAG_SECONDS = env_positive_int("TASK_ROLLUP_LAG_SECONDS", 300)
+TASK_ROLLUP_MINUTE_DAYS = env_positive_int("TASK_ROLLUP_MINUTE_DAYS", 2)
+TASK_ROLLUP_HOUR_DAYS = env_positive_int("TASK_ROLLUP_HOUR_DAYS", 400)
 # A schedule run that beat has not fired this long after it was due is fired by the sweep.
 SCHEDULE_CATCH_UP_AFTER = env_positive_int("SCHEDULE_CATCH_UP_AFTER", 30)
 CELERY_BEAT_SCHEDULE = {
@@ -353,6 +360,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "taskflow.dispatch_due_tasks",
         "schedule": TASK_DISPATCH_INTERVAL,
         "options": {"expires": TASK_DISPATCH_INTERVAL},
+    },
+    "taskflow-refresh-task-rollups": {
+        "task": "taskflow.refresh_task_rollups",
+        "schedule": TASK_ROLLUP_INTERVAL,
+        "options": {"expires": TASK_ROLLUP_INTERVAL},
     },
     "taskflow-delete-old-tasks": {
         "task": "taskflow.delete_old_tasks",
