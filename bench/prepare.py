@@ -52,6 +52,9 @@ def copy_tasks(count: int, owner_id: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, required=True, help="rows wanted in the task and baseline tables")
+    parser.add_argument(
+        "--sql-seed", action="store_true", help="generate the tasks inside PostgreSQL (bench.seed_sql): 10M in minutes"
+    )
     args = parser.parse_args()
     django.setup()
 
@@ -87,7 +90,14 @@ def main() -> None:
     seeded_with = None
     if tasks < args.rows:
         missing = args.rows - tasks
-        if "seed_tasks" in get_commands():
+        if args.sql_seed:
+            from apps.tasks.management.commands.seed_tasks import Command as SeedTasks
+            from bench import seed_sql
+
+            seeded_with = "bench.seed_sql (generate_series in SQL, indexes rebuilt, VACUUM ANALYZE)"
+            owners = [user.pk for user in SeedTasks()._owners(50)]
+            seed_sql.seed(missing, owners, log=lambda line: print(line, file=sys.stderr, flush=True))
+        elif "seed_tasks" in get_commands():
             seeded_with = "manage.py seed_tasks --no-events"
             call_command("seed_tasks", count=missing, no_events=True, seed=9, stdout=io.StringIO())
         else:

@@ -71,6 +71,7 @@ NOOP_TASK = {"kind": "demo.noop", "payload": {"echo": 1}}
 BASELINE_ROW = {"kind": "demo.noop", "title": "bench", "payload": {"echo": 1}}
 BULK_CHUNK = 1000  # TASK_BULK_MAX
 POLL_SECONDS = 0.25
+SQL_SEED_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ PROFILES = {
     "smoke": Profile(1, 40, 200, 1, (4,), 1, 2_000, 1, 2_000),
     "quick": Profile(3, 1_000, 10_000, 3, (16, 64), 3, 1_000_000, 3, 50_000),
     "standard": Profile(5, 2_000, 10_000, 5, (16, 64), 5, 1_000_000, 5, 100_000),
-    "full": Profile(7, 10_000, 10_000, 8, (16, 64), 7, 1_000_000, 8, 200_000),
+    "full": Profile(7, 10_000, 10_000, 8, (16, 64), 7, 10_000_000, 8, 200_000),
 }
 
 
@@ -248,7 +249,9 @@ class Bench:
     def prepare(self) -> None:
         rows = self.args.rows or self.profile.table_rows
         log(f"preparing users and {rows:,} rows per table (seeded once, kept between runs)")
-        out = self.manage("-m", "bench.prepare", "--rows", str(rows), timeout=1800)
+        # Past a couple of million rows the tasks are generated inside PostgreSQL (bench.seed_sql).
+        sql_seed = ["--sql-seed"] if rows >= SQL_SEED_ROWS else []
+        out = self.manage("-m", "bench.prepare", "--rows", str(rows), *sql_seed, timeout=3600)
         self.prep = json.loads(out.strip().splitlines()[-1])
         self.db = psycopg.connect(self.database_url, autocommit=True)
         self.baseline_max_id = self.db.execute("SELECT coalesce(max(id), 0) FROM baseline_row").fetchone()[0]
