@@ -85,6 +85,10 @@ def main() -> None:
             for name, value in vars(dashboard).items()
             if name.endswith("_KEY") and isinstance(value, str) and "worker" not in name.lower()
         ]
+        from apps.tasks import rollups
+
+        if rollups.state() is None:
+            raise SystemExit("the dashboard's rollups are not built (bench.prepare refreshes them)")
         count = max(args.rounds * args.requests, 10)
         cold = series(DASHBOARD, count, before=lambda: cache.delete_many(keys))
         warm = series(DASHBOARD, count)
