@@ -2,7 +2,7 @@
 
     make bench                          # the standard run, a few minutes
     make bench BENCH_ARGS=--quick       # fewer rounds and shorter runs (a minute or two)
-    make bench BENCH_ARGS=--full        # more rounds, longer runs
+    make bench BENCH_ARGS=--full        # more rounds, longer runs, 10,000,000 tasks
     .venv/bin/python -m bench.run --help
 
 Sets up what it needs on this machine's real stack: the PostgreSQL database `taskflow_bench`
