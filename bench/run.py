@@ -566,6 +566,9 @@ class Bench:
             )
             # Issue target: a median under ADMIN_CHANGELIST_MS of server time, at any table size.
             row = self.results["rows"][-1]
+            cpu = data.get("cpu_ms", {}).get(name)
+            if cpu:
+                row["taskflow_cpu_ms"], row["baseline_cpu_ms"] = round(cpu["taskflow"], 1), round(cpu["baseline"], 1)
             row["target_text"] = f"median < {ADMIN_CHANGELIST_MS} ms (stock for reference)"
             row["met"] = row["taskflow_median"] < ADMIN_CHANGELIST_MS
         dashboard = data["dashboard"]
@@ -589,6 +592,7 @@ class Bench:
                     "median": round(median(values), 1),
                     "p95": round(p95, 1),
                     "samples": [round(v, 2) for v in dashboard[f"{state}_ms"]],
+                    "cpu_ms": round(dashboard.get(f"{state}_cpu_ms", 0), 1),
                     "target": f"median < {ADMIN_DASHBOARD_COLD_MS} ms" if state == "cold" else "report",
                     "met": median(values) < ADMIN_DASHBOARD_COLD_MS if state == "cold" else None,
                 }
@@ -813,6 +817,11 @@ X = "\N{MULTIPLICATION SIGN}"
 DASH = "\N{EN DASH}"
 
 
+def cpu_text(value) -> str:
+    """The Django process's CPU per request (admin rows), when measured."""
+    return f" (CPU {value:,.1f} ms)" if value else ""
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -831,7 +840,7 @@ def markdown(results: dict) -> str:
         if row["id"].startswith("6"):
             lines.append(
                 f"| {row['id']} | {row['taskflow']} | — | median {fmt(row['median'], 'ms')}, "
-                f"p95 {fmt(row['p95'], 'ms')} | — | — | {row.get('target', 'report')} "
+                f"p95 {fmt(row['p95'], 'ms')}{cpu_text(row.get('cpu_ms'))} | — | — | {row.get('target', 'report')} "
                 f"| {'—' if row.get('met') is None else ('yes' if row['met'] else '**no**')} |"
             )
             continue
@@ -846,6 +855,7 @@ def markdown(results: dict) -> str:
         ratio = f"{row['ratio_median']:.2f}{X} ({row['ratio_min']:.2f}{DASH}{row['ratio_max']:.2f})"
         target = row.get("target_text") or f"≥ {row['target']:g}{X} {'faster' if speedup else 'baseline'}"
         tf, base = fmt(row["taskflow_median"], row["unit"]), fmt(row["baseline_median"], row["unit"])
+        tf, base = tf + cpu_text(row.get("taskflow_cpu_ms")), base + cpu_text(row.get("baseline_cpu_ms"))
         if "p99_ms_taskflow_median" in row:
             tf += f", p99 {row['p99_ms_taskflow_median']:,.0f} ms"
             base += f", p99 {row['p99_ms_baseline_median']:,.0f} ms"

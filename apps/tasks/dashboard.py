@@ -51,8 +51,7 @@ def dashboard_recent(*, refresh: bool = False) -> dict:
         RECENT_KEY,
         settings.TASK_DASHBOARD_CACHE_SECONDS,
         lambda now: {
-            "live": selectors.live_by_status(),
-            "created": selectors.created_by_status(now=now, windows={"hour": timedelta(hours=1)}),
+            "created": selectors.live_counts(now=now, windows={"hour": timedelta(hours=1)}),
             "finished": selectors.finished_by_status(now=now, windows={"hour": timedelta(hours=1)}),
             "per_minute": selectors.throughput(now=now, window=timedelta(hours=1), step="minute"),
             "queues": selectors.queue_depths(),
@@ -68,7 +67,7 @@ def dashboard_history(*, refresh: bool = False) -> dict:
         HISTORY_KEY,
         settings.TASK_DASHBOARD_HISTORY_SECONDS,
         lambda now: {
-            "created": selectors.created_by_status(now=now, windows=windows),
+            "created": selectors.live_counts(now=now, windows=windows),
             "finished": selectors.finished_by_status(now=now, windows=windows),
             "per_hour": selectors.throughput(now=now, window=timedelta(days=7), step="hour"),
             "kinds": selectors.kind_stats(now=now, window=timedelta(days=1)),
@@ -223,7 +222,7 @@ def dashboard_view(request, model_admin):
             {
                 "status": status,
                 "label": TaskStatus(status).label,
-                "live": recent["live"].get(status),
+                "live": recent["created"][status]["now"] if status in selectors.LIVE_STATUSES else None,
                 "hour": recent[source][status]["hour"],
                 "day": history[source][status]["day"],
                 "week": history[source][status]["week"],

@@ -54,9 +54,10 @@ def history(owner):
 def test_live_states_count_tasks_created_in_each_window_and_final_ones_finishes(history):
     now = timezone.now()
     windows = {"hour": timedelta(hours=1), "week": timedelta(days=7)}
-    created = selectors.created_by_status(now=now, windows=windows)
-    assert created["queued"] == {"hour": 1, "week": 1}  # the ten-day-old one is outside
-    assert created["pending"] == {"hour": 0, "week": 0}
+    created = selectors.live_counts(now=now, windows=windows)
+    assert created["queued"] == {"now": 2, "hour": 1, "week": 1}  # the ten-day-old one only now
+    assert created["pending"] == {"now": 0, "hour": 0, "week": 0}
+    assert created["running"] == {"now": 1, "hour": 1, "week": 1}
     assert "succeeded" not in created
     done = selectors.finished_by_status(now=now, windows=windows)
     assert done["succeeded"] == {"hour": 10, "week": 11}  # one finished two days ago
@@ -65,7 +66,8 @@ def test_live_states_count_tasks_created_in_each_window_and_final_ones_finishes(
 
 
 def test_live_counts_include_old_waiting_tasks(history):
-    assert selectors.live_by_status() == {"pending": 0, "queued": 2, "running": 1, "retrying": 0}
+    live = selectors.live_counts(now=timezone.now(), windows={})
+    assert live == {"pending": {"now": 0}, "queued": {"now": 2}, "running": {"now": 1}, "retrying": {"now": 0}}
 
 
 def test_throughput_has_a_bucket_per_minute_with_gaps_as_zero(history):

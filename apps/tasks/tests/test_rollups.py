@@ -154,7 +154,7 @@ def test_a_task_retried_by_hand_after_its_minute_froze_counts_once_per_finish(ow
     rollups.refresh()
     counts = selectors.finished_by_status(now=timezone.now(), windows={"hour": timedelta(hours=1)})
     assert (counts["failed"]["hour"], counts["succeeded"]["hour"]) == (1, 1)  # two finishes
-    assert selectors.live_by_status()["queued"] == 0
+    assert selectors.live_counts(now=timezone.now(), windows={})["queued"]["now"] == 0
 
 
 def test_within_the_lag_the_rollups_follow_the_table(owner, superuser):
