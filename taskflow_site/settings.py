@@ -340,7 +340,7 @@ TASK_BROKER_TIMEOUT = 2
 # seconds, re-aggregating the last LAG seconds each time (finishes committed late); minute
 # rows kept MINUTE_DAYS, hour rows HOUR_DAYS (beyond TASK_RETENTION_DAYS: history stays).
 TASK_ROLLUP_INTERVAL = env_positive_int("TASK_ROLLUP_INTERVAL", 10)
-TASK_ROLLUP_LAG_SECONDS = env_positive_int("TASK_ROLLUP_LAG_SECONDS", 300)
+TASK_ROLLUP_LAG_SECONDS = env_positive_int("TASK_ROLLUP_LAG_SECONDS", 120)
 TASK_ROLLUP_MINUTE_DAYS = env_positive_int("TASK_ROLLUP_MINUTE_DAYS", 2)
 TASK_ROLLUP_HOUR_DAYS = env_positive_int("TASK_ROLLUP_HOUR_DAYS", 400)
 # A schedule run that beat has not fired this long after it was due is fired by the sweep.

@@ -322,6 +322,8 @@ class TaskRollupState(models.Model):
     name = models.CharField(max_length=50, primary_key=True)
     complete_before = models.DateTimeField(null=True, blank=True)
     refreshed_at = models.DateTimeField(null=True, blank=True)
+    # {minute: [finishes, sum of finished_at]} of the minutes still re-checked (rollups.py).
+    fingerprints = models.JSONField(default=dict, blank=True)
 
     def __str__(self):
         return self.name

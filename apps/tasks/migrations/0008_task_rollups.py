@@ -16,6 +16,7 @@ class Migration(migrations.Migration):
                 ('name', models.CharField(max_length=50, primary_key=True, serialize=False)),
                 ('complete_before', models.DateTimeField(blank=True, null=True)),
                 ('refreshed_at', models.DateTimeField(blank=True, null=True)),
+                ('fingerprints', models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(

@@ -120,7 +120,7 @@ def test_dashboard_renders_counts_charts_queues_and_kinds(client, operator, hist
 def test_dashboard_serves_cached_aggregates_and_says_how_old_they_are(client, operator, history, owner):
     client.force_login(operator)
     first = client.get(DASHBOARD)
-    finished(owner, kind="demo.sleep")
+    finished(owner, kind="demo.sleep", ago=timedelta(seconds=30))
     cached = client.get(DASHBOARD)
     assert cached.context["status_rows"][4]["hour"] == first.context["status_rows"][4]["hour"] == 10
     assert 'id="recent-age">0</span> s ago' in cached.content.decode()

@@ -6,6 +6,7 @@ from datetime import UTC, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.tasks import rollups, selectors, services
@@ -89,12 +90,13 @@ def test_the_first_run_backfills_history_older_than_the_minute_rows_as_hours(own
 
 
 def test_a_finish_committed_late_is_counted_by_the_next_run_within_the_lag(owner):
+    finished(owner, ago=timedelta(seconds=70))
     rollups.refresh()
-    # Stamped two minutes ago, committed only now: its minute was already aggregated.
-    late = finished(owner, kind="demo.sleep", ago=timedelta(minutes=2))
-    assert TaskRollupState.objects.get().complete_before <= late.finished_at - timedelta(minutes=2)
+    # Stamped a minute ago, committed only now: its minute was already aggregated.
+    late = finished(owner, kind="demo.sleep", ago=timedelta(seconds=61))
+    assert TaskRollupState.objects.get().complete_before <= rollups.floor_to(late.finished_at, rollups.MINUTE)
     rollups.refresh()
-    assert stored() == truth()
+    assert stored() == truth() and len(truth()) == 2
 
 
 def test_a_finish_committed_while_the_job_runs_is_counted_by_the_next_run(owner):
@@ -164,6 +166,33 @@ def test_within_the_lag_the_rollups_follow_the_table(owner, superuser):
     rollups.refresh()
     counts = selectors.finished_by_status(now=timezone.now(), windows={"hour": timedelta(hours=1)})
     assert counts["failed"]["hour"] == 0 and stored() == truth() == {}
+
+
+def test_windows_cut_across_hour_boundaries_count_minute_and_hour_rows_alike(owner):
+    # "now" ten minutes past an hour that is over an hour old: the last hour spans two hours.
+    now = rollups.floor_to(timezone.now(), rollups.HOUR) - timedelta(hours=1) + timedelta(minutes=10)
+    for ago in (timedelta(minutes=5), timedelta(minutes=20), timedelta(minutes=50), timedelta(hours=3)):
+        end = now - ago
+        Task.objects.create(owner=owner, kind="demo.noop", status="succeeded", started_at=end, finished_at=end)
+    rollups.refresh()
+    windows = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
+    counts = selectors.finished_by_status(now=now, windows=windows)
+    assert counts["succeeded"] == {"hour": 3, "day": 4, "week": 4}
+    one = selectors.finished_by_status(now=now, windows={"hour": timedelta(hours=1)})
+    assert one["succeeded"] == {"hour": 3}
+
+
+def test_a_run_with_nothing_new_reads_only_the_fingerprints(owner):
+    finished(owner, ago=timedelta(seconds=30))
+    rollups.refresh()
+    with CaptureQueriesContext(connection) as captured:
+        assert rollups.refresh()["rows_written"] == 0
+    assert not any("GROUP BY 1, 2, 3, 7" in query["sql"] for query in captured.captured_queries)
+    finished(owner, kind="demo.sleep", ago=timedelta(seconds=20))
+    with CaptureQueriesContext(connection) as captured:
+        assert rollups.refresh()["rows_written"] > 0
+    assert any("GROUP BY 1, 2, 3, 7" in query["sql"] for query in captured.captured_queries)
+    assert stored() == truth()
 
 
 def test_kind_stats_read_percentiles_from_the_histograms_within_their_precision(owner):
