@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
 from . import rollups, selectors
@@ -148,22 +148,13 @@ def bar_chart(buckets, *, label_format: str, label_every: int, title: str) -> st
             f"{timezone.localtime(bucket.start).strftime(label_format)}: "
             f"{bucket.succeeded} succeeded, {bucket.failed} failed"
         )
+        # Numbers and our own colours; only the tooltip is text (escaped): a plain f-string
+        # per bar instead of format_html's escaping of eleven arguments (168 bars a chart).
         bars.append(
-            format_html(
-                '<g><title>{}</title><rect x="{}" y="{}" width="{}" height="{}" fill="{}"/>'
-                '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"/></g>',
-                tooltip,
-                f"{x:.1f}",
-                f"{top + plot_height - ok_height:.1f}",
-                f"{bar_width:.1f}",
-                f"{ok_height:.1f}",
-                CHART_COLOURS["succeeded"],
-                f"{x:.1f}",
-                f"{top + plot_height - ok_height - failed_height:.1f}",
-                f"{bar_width:.1f}",
-                f"{failed_height:.1f}",
-                CHART_COLOURS["failed"],
-            )
+            f'<g><title>{escape(tooltip)}</title><rect x="{x:.1f}" y="{top + plot_height - ok_height:.1f}" '
+            f'width="{bar_width:.1f}" height="{ok_height:.1f}" fill="{CHART_COLOURS["succeeded"]}"/>'
+            f'<rect x="{x:.1f}" y="{top + plot_height - ok_height - failed_height:.1f}" width="{bar_width:.1f}" '
+            f'height="{failed_height:.1f}" fill="{CHART_COLOURS["failed"]}"/></g>'
         )
         if index % label_every == 0:
             labels.append(
