@@ -127,7 +127,7 @@ def main() -> None:
     from apps.tasks import rollups
 
     started = time.monotonic()
-    rollups.refresh()
+    rollups.refresh(wait=True)
     rollups_seconds = round(time.monotonic() - started, 1)
 
     print(

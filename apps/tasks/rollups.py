@@ -186,14 +186,19 @@ def _hours_from_minutes(start: datetime) -> dict[tuple, Figures]:
 # --- The job ------------------------------------------------------------------------------------
 
 
-def refresh(*, now: datetime | None = None) -> dict:
-    """Bring the rollups up to date; safe to run concurrently (one waits for the other)."""
+def refresh(*, now: datetime | None = None, wait: bool = False) -> dict:
+    """Bring the rollups up to date. Safe to run concurrently: a run that finds another one
+    at work leaves it to finish (so beat's runs never pile up in the workers during a long
+    first build), unless `wait`, when it waits for each step's lock."""
     now = now or timezone.now()
+    TaskRollupState.objects.get_or_create(name=STATE_NAME)
     steps = written = 0
     while True:
         steps += 1
-        done, count = _step(now)
+        done, count = _step(now, wait=wait)
         written += count
+        if done is None:
+            return {"steps": steps - 1, "rows_written": written, "busy": True}
         if done:
             return {"steps": steps, "rows_written": written}
 
@@ -202,9 +207,13 @@ def minutes_kept_from(now: datetime) -> datetime:
     return floor_to(now - timedelta(days=settings.TASK_ROLLUP_MINUTE_DAYS), HOUR)
 
 
-def _step(now: datetime) -> tuple[bool, int]:
+def _step(now: datetime, *, wait: bool) -> tuple[bool | None, int]:
+    """One transaction of work: (True when up to date, rows written); (None, 0) when another
+    run holds the state row and `wait` is off."""
     with transaction.atomic():
-        state, _ = TaskRollupState.objects.select_for_update().get_or_create(name=STATE_NAME)
+        state = TaskRollupState.objects.select_for_update(skip_locked=not wait).filter(name=STATE_NAME).first()
+        if state is None:
+            return None, 0
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 # Thousands of rows, not millions: compiling the plans (JIT) costs more than
@@ -273,7 +282,7 @@ def rebuild(*, since: datetime | None = None, now: datetime | None = None) -> di
             state.complete_before = min(since, state.complete_before or since)
         state.fingerprints = {}
         state.save(update_fields=["complete_before", "fingerprints"])
-    return refresh(now=now)
+    return refresh(now=now, wait=True)
 
 
 def state() -> TaskRollupState | None:

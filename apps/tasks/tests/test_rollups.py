@@ -234,6 +234,33 @@ def test_percentile_and_slots():
     assert rollups.percentile(histogram, 1.0) == pytest.approx(100.0, rel=0.045)
 
 
+def test_a_run_that_finds_another_at_work_leaves_it_to_finish(owner):
+    finished(owner)
+    rollups.refresh()
+    finished(owner, kind="demo.sleep", ago=timedelta(seconds=10))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_run():
+        try:
+            with transaction.atomic():
+                TaskRollupState.objects.select_for_update().get(name=rollups.STATE_NAME)
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=other_run)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        assert rollups.refresh() == {"steps": 0, "rows_written": 0, "busy": True}
+    finally:
+        release.set()
+        holder.join(10)
+    assert rollups.refresh()["rows_written"] > 0
+    assert stored() == truth()
+
+
 def test_two_jobs_at_once_leave_one_consistent_result(owner):
     for n in range(20):
         finished(owner, kind="demo.noop" if n % 2 else "demo.sleep", ago=timedelta(minutes=n % 7))
