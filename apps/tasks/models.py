@@ -301,3 +301,42 @@ class Schedule(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class TaskRollup(models.Model):
+    """Finished tasks of one kind and final status in one minute or hour (by finished_at, UTC).
+
+    Kept by rollups.refresh from the table (never by the finishing transaction), read by the
+    dashboard instead of scanning millions of tasks; rows outlive the tasks' retention.
+    """
+
+    span = models.PositiveIntegerField(help_text="Bucket length in seconds: 60 or 3600.")
+    bucket = models.DateTimeField(help_text="Start of the minute or hour (UTC).")
+    kind = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=TaskStatus.choices)
+    finished = models.PositiveIntegerField(default=0)
+    runs = models.PositiveIntegerField(default=0, help_text="Finished tasks that had started (with a run time).")
+    run_seconds = models.FloatField(default=0.0, help_text="Sum of their run times.")
+    # {bucket index: runs}: run times on a log scale, 8 buckets per doubling (rollups.py).
+    run_histogram = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["span", "bucket", "kind", "status"], name="taskrollup_unique_bucket")
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.status} {self.bucket:%Y-%m-%d %H:%M} ({self.span} s)"
+
+
+class TaskRollupState(models.Model):
+    """How far the rollups are final: buckets before `complete_before` are not recomputed."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    complete_before = models.DateTimeField(null=True, blank=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # {minute: [finishes, sum of finished_at]} of the minutes still re-checked (rollups.py).
+    fingerprints = models.JSONField(default=dict, blank=True)
+
+    def __str__(self):
+        return self.name

@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from . import executor, services
+from . import executor, rollups, services
 from .dispatch import RUN_TASK
 
 
@@ -29,6 +29,11 @@ def dispatch_due_tasks() -> int:
 @shared_task(name="taskflow.delete_old_tasks", ignore_result=True)
 def delete_old_tasks() -> int:
     return services.delete_old_tasks(older_than=timedelta(days=settings.TASK_RETENTION_DAYS))
+
+
+@shared_task(name="taskflow.refresh_task_rollups", ignore_result=True)
+def refresh_task_rollups() -> dict:
+    return rollups.refresh()
 
 
 @shared_task(name="taskflow.fire_schedule", ignore_result=True)

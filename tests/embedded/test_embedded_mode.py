@@ -182,6 +182,22 @@ def test_the_demo_user_works_in_the_admin_task_list_task_page_dashboard_and_sche
     assert "Worker inspection needs Redis as the broker" in workers
 
 
+def test_the_dashboard_counts_finished_tasks_from_its_rollups_on_sqlite(stack, call):
+    for n in range(2):
+        final_state(call, submit(call, kind="demo.noop", payload={"echo": n})["id"])
+    succeeded, url = 0, "/api/tasks/?status=succeeded"
+    while url:
+        page = call("GET", url).json()
+        succeeded += len(page["results"])
+        url = page["next"] and page["next"].split(stack.url(""), 1)[-1]
+    opener = admin_session(stack)
+    # ?refresh=1 brings the rollups up to date in the request (beat does it every 10 s).
+    html = opener.open(stack.url("/admin/tasks/task/dashboard/?refresh=1"), timeout=30).read().decode()
+    assert "Finished-task figures from the rollups as of" in html
+    shown = re.search(r"Finished per minute, last hour <small>([\d,]+) succeeded", html)
+    assert shown and int(shown.group(1).replace(",", "")) == succeeded >= 2
+
+
 def test_no_process_met_a_locked_database(stack):
     # Last in the module: web, worker and beat have all written to the one SQLite file by now.
     assert "database is locked" not in stack.read_log()

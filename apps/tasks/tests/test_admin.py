@@ -114,6 +114,41 @@ def test_changelist_runs_no_full_count_and_defers_the_heavy_columns(staff_client
     assert '"tasks_task"."payload"' not in page_query and '"tasks_task"."traceback"' not in page_query
 
 
+def test_a_list_that_fits_on_one_page_is_still_fetched_with_a_limit(staff_client, owner):
+    """Without the LIMIT, a prepared statement's generic plan for `status = $1` sorts the
+    whole table (seconds at 10M rows, for a status with a handful of tasks)."""
+    tasks = {make_task(owner, status=TaskStatus.RETRYING).pk for _ in range(3)}
+    make_task(owner)
+    with CaptureQueriesContext(connection) as captured:
+        response = staff_client.get(CHANGELIST + "?status__exact=retrying")
+    assert {task.pk for task in response.context["cl"].result_list} == tasks
+    page_query = next(
+        q["sql"] for q in captured.captured_queries if "ORDER BY" in q["sql"] and '"tasks_task"' in q["sql"]
+    )
+    assert page_query.rstrip().endswith("LIMIT 200")
+    for _ in range(150):
+        make_task(owner, status=TaskStatus.RETRYING)
+    every = staff_client.get(CHANGELIST + "?status__exact=retrying&all=")
+    assert len(every.context["cl"].result_list) == 153  # "Show all" still shows all (up to 200)
+
+
+def test_the_has_error_filter_states_the_partial_index_predicate_literally(staff_client, owner):
+    failing = failed_task(owner)
+    make_task(owner)
+    with connection.cursor() as cursor:  # the worst case a prepared statement can reach
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        for _ in range(7):  # prepared after 5 runs
+            with CaptureQueriesContext(connection) as captured:
+                response = staff_client.get(CHANGELIST + "?has_error=yes")
+            assert listed_ids(response) == {str(failing.pk)}
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET plan_cache_mode")
+    task_queries = [q["sql"] for q in captured.captured_queries if '"tasks_task"' in q["sql"]]
+    assert task_queries and all("NOT (tasks_task.error = '')" in sql for sql in task_queries)
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
