@@ -314,6 +314,12 @@ else:
         # task a second however many were waiting. A folder listing costs next to nothing.
         "polling_interval": 0.1,
     }
+# Unacked messages a worker holds per pool process (Celery's default, 4): the next wake-up is
+# already in hand when a run ends. A message stranded in the buffer of a worker that dies is
+# not lost: unacked, Redis gives it back after the visibility timeout, and the reaper publishes
+# its still-queued task again after TASK_REDISPATCH_AFTER; the claim keeps the run single
+# (docs/reliability.md, "Prefetch"). 1 gives each message to the first free process.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_positive_int("WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TIMEZONE = "UTC"
