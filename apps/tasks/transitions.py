@@ -16,11 +16,12 @@ import functools
 import re
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
 from django.apps import apps as django_apps
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -111,6 +112,21 @@ def task_from_row(row) -> Task:
         for convert in found:
             values[index] = convert(values[index], expression, connection)
     return Task.from_db(connection.alias, names, values)
+
+
+def restart_grace() -> timedelta:
+    """After PostgreSQL starts, how long tasks queued before may be the subject of a claim lost
+    in the crash, with its run still going until its next lease renewal (sql/queries.sql)."""
+    return timedelta(seconds=settings.TASK_LEASE_SECONDS)
+
+
+def database_restarted_within_grace() -> bool:
+    """True for a lease after PostgreSQL (re)started: the reaper re-dispatches nothing then."""
+    if not uses_one_statement():
+        return False  # (the asynchronous claim is PostgreSQL's alone)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time() > now() - %s", [restart_grace()])
+        return cursor.fetchone()[0]
 
 
 def uses_one_statement() -> bool:
@@ -245,6 +261,7 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
         params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
         # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
         params["async_commit"] = not connection.in_atomic_block
+        params["restart_grace"] = restart_grace()
     if transition.fenced:
         params.update(
             fence=target.run_id,

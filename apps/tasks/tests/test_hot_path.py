@@ -295,3 +295,24 @@ def test_the_claim_reads_whether_the_owner_has_a_webhook_endpoint(owner, other_u
     monkeypatch.setattr(transitions, "ENDPOINTS_SEEN_FOR", 0.0)  # the run took longer than that
     assert services.task_succeed(task=without, result=None)
     assert WebhookDelivery.objects.filter(task=without).count() == 1
+
+
+def test_a_task_queued_before_the_database_started_waits_a_lease_before_it_can_be_claimed(owner, settings):
+    """A claim committed without its WAL flush may be lost in a crash with its run still going:
+    until that run's lease renewal has fenced it out, neither a claim nor the reaper starts
+    another run of a task queued before PostgreSQL started."""
+    from datetime import UTC, datetime
+
+    from apps.tasks import maintenance
+
+    before_start = Task.objects.create(
+        owner=owner, kind="demo.noop", status=TaskStatus.QUEUED, queued_at=datetime(2000, 1, 1, tzinfo=UTC)
+    )
+    since_start = queued_task(owner)
+    settings.TASK_LEASE_SECONDS = 10**9  # so the server "started less than a lease ago"
+    assert services.task_claim(task_id=before_start.pk, worker="w1") is None
+    assert maintenance.reap_stale_tasks()["redispatched"] == 0
+    assert services.task_claim(task_id=since_start.pk, worker="w1") is not None
+
+    settings.TASK_LEASE_SECONDS = 30  # a lease after the start: claimable again
+    assert services.task_claim(task_id=before_start.pk, worker="w1") is not None
