@@ -293,6 +293,9 @@ SPECTACULAR_SETTINGS = {
 # Every non-default below serves "no accepted task is lost"; see taskflow_site/celery.py.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    if REDIS_URL.startswith("redis://"):
+        # kombu's Redis transport, keeping its client instead of making one per command.
+        CELERY_BROKER_TRANSPORT = "taskflow_site.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis re-delivers an unacked message after this long: keep it above the
         # longest task time limit so a slow task is never handed to a second worker.

@@ -142,3 +142,15 @@ def test_a_worker_runs_prebuilt_wake_ups_of_every_priority_single_and_in_bulk(ow
     echoes = dict(Task.objects.filter(pk__in=[t.pk for t in single]).values_list("priority", "result"))
     assert echoes == {p: {"echo": p} for p in ("critical", "high", "normal", "low")}
     assert set(Task.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+def test_the_broker_channel_keeps_one_client_for_its_commands(redis_client, clean_queues):
+    """kombu's Redis channel made a client per publish and per ack (taskflow_site/broker.py)."""
+    clean_queues.append("wire-kept")
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert type(channel).__module__ == "taskflow_site.broker"
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert first is second
+        channel._put("wire-kept", {"body": "x", "properties": {"priority": 0}})
+    assert redis_client.llen("wire-kept") == 1
