@@ -38,9 +38,9 @@ _ID = "@@taskflow-task-id@@"
 _BODY = "@@taskflow-body@@"
 _TAG = "@@taskflow-delivery-tag@@"
 _CONTEXT = "@@taskflow-log-context@@"
-# The message body (args, kwargs, embed) of a wake-up, as Celery's JSON serializer writes it.
 # Seconds a publish waits on the broker's socket, unless the transport options say otherwise.
 BROKER_SOCKET_TIMEOUT = 5
+# The message body (args, kwargs, embed) of a wake-up, as Celery's JSON serializer writes it.
 _BODY_HEAD = '[["'
 _BODY_TAIL = '"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
@@ -72,7 +72,8 @@ class Wire:
         self._lock = threading.Lock()
         # kombu's Redis channel decides the list of a priority (its class attributes, unless
         # the transport options override them). Read without connecting: a channel connects.
-        channel_class = app.connection_for_write().transport.Channel
+        with app.connection_for_write() as connection:
+            channel_class = connection.transport.Channel
         options = app.conf.broker_transport_options or {}
         self._steps = sorted(options.get("priority_steps", channel_class.priority_steps))
         self._sep = options.get("sep", channel_class.sep)
@@ -158,9 +159,15 @@ def _broker_url() -> str:
 
 
 def applies() -> bool:
-    """True when wake-ups can go straight to the broker: Redis, without a global key prefix."""
-    options = celery_app.conf.broker_transport_options or {}
-    return _broker_url().startswith(("redis://", "rediss://")) and not options.get("global_keyprefix")
+    """True when wake-ups can go straight to the broker: Redis, without a global key prefix,
+    and no `task-sent` monitoring events wanted (Celery sends those from send_task)."""
+    conf = celery_app.conf
+    options = conf.broker_transport_options or {}
+    return (
+        _broker_url().startswith(("redis://", "rediss://"))
+        and not options.get("global_keyprefix")
+        and not conf.task_send_sent_event
+    )
 
 
 def _usable(current: Wire | None, url: str) -> bool:
