@@ -620,6 +620,8 @@ class Bench:
     def cpu_snapshot(self, side: str) -> dict:
         worker = self.tf_worker if side == "taskflow" else self.bare_worker
         snapshot = {"worker main": cpu_seconds([worker.process.pid]), "pool": cpu_seconds(worker.children())}
+        # This process: the bare side's publisher (apply_async), TaskFlow's HTTP client.
+        snapshot["submitter"] = cpu_seconds([os.getpid()])
         if side == "taskflow":
             snapshot["PostgreSQL"] = cpu_seconds(self.database_backends())
             snapshot["gunicorn"] = cpu_seconds(self.web.children())
@@ -634,8 +636,9 @@ class Bench:
         from bench.bare_celery import COUNTER_KEY, LAST_KEY
 
         # CPU per task of each part (from /proc, the steadiest figure on a shared machine):
-        # the worker's main process, its pool, and on TaskFlow's side the PostgreSQL backends
-        # and gunicorn (the bulk submission) too.
+        # the worker's main process, its pool, the submitting process (this one: the bare
+        # side's apply_async calls, TaskFlow's HTTP requests), and on TaskFlow's side the
+        # PostgreSQL backends and gunicorn (the bulk submission) too.
         cpu: dict[str, list[dict]] = {"taskflow": [], "baseline": []}
 
         def measured(side: str, run) -> float:

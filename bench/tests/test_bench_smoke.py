@@ -62,8 +62,8 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     assert rows["3 (4 conn.)"]["p99_ms_taskflow_median"] > 0
     for row_id in ("1", "1 (prefetch 1)"):  # CPU per task of each process, from /proc
         cpu = rows[row_id]["cpu_ms_per_task"]
-        assert set(cpu["taskflow"]) == {"worker main", "pool", "PostgreSQL", "gunicorn", "total"}
-        assert set(cpu["baseline"]) == {"worker main", "pool", "total"}
+        assert set(cpu["taskflow"]) == {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
+        assert set(cpu["baseline"]) == {"worker main", "pool", "submitter", "total"}
         assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] > 0
         assert cpu["taskflow"]["total"] == pytest.approx(sum(v for k, v in cpu["taskflow"].items() if k != "total"))
     assert rows["7"]["gunicorn_worker_mb"] > 0 and rows["7"]["celery_pool_child_mb"] > 0
