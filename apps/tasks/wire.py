@@ -11,9 +11,9 @@ LPUSHed on a Redis client kept for the life of the process, to the list that kom
 would pick (its own priority-to-key rule). Celery workers consume it like any other message
 (apps/tasks/tests/test_wire.py compares it with what `send_task` writes, and runs it).
 
-Only the plain case is taken here: a Redis broker without a global key prefix and a wake-up
-due now. An ETA wake-up, or another transport (the embedded filesystem broker), goes through
-`send_task` (dispatch.py).
+Only the plain case is taken here: a Redis broker (without TLS or a global key prefix) and a
+wake-up due now. An ETA wake-up, or another broker (the embedded filesystem one), goes
+through `send_task` (dispatch.py).
 """
 
 import base64
@@ -159,12 +159,12 @@ def _broker_url() -> str:
 
 
 def applies() -> bool:
-    """True when wake-ups can go straight to the broker: Redis, without a global key prefix,
-    and no `task-sent` monitoring events wanted (Celery sends those from send_task)."""
+    """True when wake-ups can go straight to the broker: Redis without TLS, without a global
+    key prefix, and no `task-sent` monitoring events wanted (Celery sends those from send_task)."""
     conf = celery_app.conf
     options = conf.broker_transport_options or {}
     return (
-        _broker_url().startswith(("redis://", "rediss://"))
+        _broker_url().startswith("redis://")  # (rediss: Celery's broker_use_ssl options stay with kombu)
         and not options.get("global_keyprefix")
         and not conf.task_send_sent_event
     )
