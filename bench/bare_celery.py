@@ -1,7 +1,7 @@
 """Bare Celery, the baseline of rows 1 and 2: no Django, no database, one no-op task.
 
 The worker runs with the same command-line flags as TaskFlow's (bench/run.py WORKER_FLAGS)
-and the same delivery settings as taskflow_site/celery.py: late acks, prefetch 1, JSON,
+and the same delivery settings as taskflow_site/celery.py: late acks, Celery's default prefetch, JSON,
 results ignored. Each execution increments a Redis counter and stamps its end time (one pipelined round
 trip, the price of being able to tell at all), which is how the bench knows that all N ran.
 """
@@ -22,7 +22,6 @@ app = Celery("bench_bare", broker=REDIS_URL)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],

@@ -49,8 +49,9 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/taskflow_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 
 # One set of flags for TaskFlow's worker and the bare Celery worker: the project's default
-# concurrency (WORKER_CONCURRENCY=2), prefork, one unacked message per process. Late acks
-# and ignored results are in both apps' configuration (taskflow_site/celery.py and
+# concurrency (WORKER_CONCURRENCY=2), prefork, and Celery's default prefetch (4 unacked
+# messages per process; row 1 is measured again with --prefetch-multiplier 1 on both sides).
+# Late acks and ignored results are in both apps' configuration (taskflow_site/celery.py and
 # bench/bare_celery.py); neither has a command-line flag.
 WORKER_FLAGS = [
     "worker",
@@ -58,8 +59,6 @@ WORKER_FLAGS = [
     "prefork",
     "--concurrency",
     "2",
-    "--prefetch-multiplier",
-    "1",
     "--without-gossip",
     "--without-mingle",
     "--without-heartbeat",
@@ -162,6 +161,26 @@ class Service:
                 self.process.wait(timeout=10)
         if getattr(self, "log_file", None):
             self.log_file.close()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids) -> dict[int, float]:
+    """User + system CPU time of each live process among `pids`, from /proc."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two snapshots; a process that appeared in between counts whole."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -281,11 +300,14 @@ class Bench:
             time.sleep(0.2)
         log(f"gunicorn up on 127.0.0.1:{self.port} with {len(web.children())} workers")
 
-    def start_workers(self) -> None:
+    def start_workers(self, prefetch: int | None = None) -> None:
+        """TaskFlow's and the bare worker, with WORKER_FLAGS (and --prefetch-multiplier if given)."""
         base = [PYTHON, "-m", "celery"]
+        flags = [*WORKER_FLAGS, "--prefetch-multiplier", str(prefetch)] if prefetch else WORKER_FLAGS
+        suffix = f"-prefetch-{prefetch}" if prefetch else ""
         self.tf_worker = Service(
-            "worker-taskflow",
-            [*base, "--app", "taskflow_site", *WORKER_FLAGS, "--queues", TASKFLOW_QUEUE, "--hostname", "bench-tf@%h"],
+            f"worker-taskflow{suffix}",
+            [*base, "--app", "taskflow_site", *flags, "--queues", TASKFLOW_QUEUE, "--hostname", "bench-tf@%h"],
             self.env(),
             self.work_dir,
         ).start()
@@ -293,15 +315,20 @@ class Bench:
         # and with it TaskFlow's logging, and the baseline would no longer be bare Celery.
         bare_env = {k: v for k, v in self.env().items() if k != "DJANGO_SETTINGS_MODULE"}
         self.bare_worker = Service(
-            "worker-bare",
-            [*base, "--app", "bench.bare_celery", *WORKER_FLAGS, "--hostname", "bench-bare@%h"],
+            f"worker-bare{suffix}",
+            [*base, "--app", "bench.bare_celery", *flags, "--hostname", "bench-bare@%h"],
             bare_env,
             self.work_dir,
         ).start()
         self.services += [self.tf_worker, self.bare_worker]
         for worker in (self.tf_worker, self.bare_worker):
             worker.wait_for_log(b" ready.")
-        log("workers ready (same flags: " + " ".join(WORKER_FLAGS[1:]) + ")")
+        log("workers ready (same flags: " + " ".join(flags[1:]) + ")")
+
+    def stop_workers(self) -> None:
+        for worker in (self.tf_worker, self.bare_worker):
+            worker.stop()
+            self.services.remove(worker)
 
     def stop_all(self) -> None:
         for service in reversed(self.services):
@@ -458,7 +485,7 @@ class Bench:
             f"bare Celery: {count:,} `apply_async` publishes",
             "tasks/s",
             samples,
-            target=0.5,
+            target=0.7,
             size=count,
         )
 
@@ -598,18 +625,47 @@ class Bench:
                 }
             )
 
-    def row_end_to_end(self) -> None:
+    def database_backends(self) -> list[int]:
+        """PostgreSQL backends serving the bench database (the web's and the workers'), not ours."""
+        rows = self.db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return [pid for (pid,) in rows]
+
+    def cpu_snapshot(self, side: str) -> dict:
+        worker = self.tf_worker if side == "taskflow" else self.bare_worker
+        snapshot = {"worker main": cpu_seconds([worker.process.pid]), "pool": cpu_seconds(worker.children())}
+        # This process: the bare side's publisher (apply_async), TaskFlow's HTTP client.
+        snapshot["submitter"] = cpu_seconds([os.getpid()])
+        if side == "taskflow":
+            snapshot["PostgreSQL"] = cpu_seconds(self.database_backends())
+            snapshot["gunicorn"] = cpu_seconds(self.web.children())
+        return snapshot
+
+    def row_end_to_end(self, prefetch: int | None = None) -> None:
         count = self.profile.e2e_tasks
-        log(f"row 1: end to end, {count:,} demo.noop via the bulk API vs {count:,} bare apply_async")
+        which = f"prefetch {prefetch}" if prefetch else "Celery's default prefetch (4)"
+        log(f"row 1 ({which}): end to end, {count:,} demo.noop via the bulk API vs {count:,} bare apply_async")
         owner = self.prep["client_id"]
         timeout = max(120.0, count / 20)
         from bench.bare_celery import COUNTER_KEY, LAST_KEY
 
+        # CPU per task of each part (from /proc, the steadiest figure on a shared machine):
+        # the worker's main process, its pool, the submitting process (this one: the bare
+        # side's apply_async calls, TaskFlow's HTTP requests), and on TaskFlow's side the
+        # PostgreSQL backends and gunicorn (the bulk submission) too.
+        cpu: dict[str, list[dict]] = {"taskflow": [], "baseline": []}
+
+        def measured(side: str, run) -> float:
+            before = self.cpu_snapshot(side)
+            rate = run()
+            after = self.cpu_snapshot(side)
+            cpu[side].append({part: cpu_spent(before[part], after[part]) * 1000 / count for part in before})
+            return rate
+
         # Both sides poll slowly (polling must not load the machine it measures) and take
         # the end from what the last task recorded: its finished_at, or the bare task's stamp.
-        def taskflow():
-            self.clean_tasks()
-            self.reset_queues()
+        def taskflow_run():
             started = time.time()
             self.submit_bulk(count)
             while True:
@@ -624,8 +680,12 @@ class Bench:
                     raise RuntimeError(f"end to end: {done} succeeded, {failed} failed of {count}")
                 time.sleep(POLL_SECONDS)
 
-        def baseline():
+        def taskflow():
+            self.clean_tasks()
             self.reset_queues()
+            return measured("taskflow", taskflow_run)
+
+        def baseline_run():
             started = time.time()
             self.publish_bare(count)
             while int(self.redis.get(COUNTER_KEY) or 0) < count:
@@ -634,19 +694,31 @@ class Bench:
                 time.sleep(POLL_SECONDS)
             return round(count / (float(self.redis.get(LAST_KEY)) - started), 1)
 
+        def baseline():
+            self.reset_queues()
+            return measured("baseline", baseline_run)
+
         # Warm-up: every pool process imports and connects once.
         self.submit_bulk(50)
         self.publish_bare(50)
         time.sleep(3)
-        samples = self.pair_rounds("end to end", taskflow, baseline, self.profile.rounds)
+        samples = self.pair_rounds(f"end to end, {which}", taskflow, baseline, self.profile.rounds)
+        cpu_ms = {
+            side: {part: round(median(run[part] for run in runs), 3) for part in runs[0]} for side, runs in cpu.items()
+        }
+        for side in cpu_ms:
+            cpu_ms[side]["total"] = round(sum(cpu_ms[side].values()), 3)
         self.add_row(
-            "1",
+            f"1 (prefetch {prefetch})" if prefetch else "1",
             f"end to end: {count:,} `demo.noop` via the bulk API until all `succeeded`",
-            f"bare Celery: {count:,} no-op `apply_async`, late acks, results ignored, until all executed",
+            f"bare Celery: {count:,} no-op `apply_async`, late acks, results ignored, until all executed"
+            + (f", prefetch {prefetch} on both sides" if prefetch else ", Celery's default prefetch on both sides"),
             "tasks/s",
             samples,
             target=0.5,
             size=count,
+            cpu_ms_per_task=cpu_ms,
+            cpu_samples=cpu,
         )
         self.clean_tasks()
 
@@ -942,6 +1014,10 @@ class Bench:
                 self.row_end_to_end()
             if "7" in wanted:
                 self.memory()
+            if "1" in wanted:
+                self.stop_workers()
+                self.start_workers(prefetch=1)
+                self.row_end_to_end(prefetch=1)
         finally:
             self.stop_all()
             try:
@@ -1071,6 +1147,16 @@ def markdown(results: dict) -> str:
         parts = [f"{text} {fractions[key]:.1%}" for key, text in described.items() if key in fractions]
         if parts:
             lines.append("TaskFlow reaches: " + "; ".join(parts) + ".")
+    for row in results["rows"]:
+        if "cpu_ms_per_task" in row:
+            parts = "; ".join(
+                f"{side}: " + ", ".join(f"{part} {value:.2f}" for part, value in cpu.items())
+                for side, cpu in (
+                    ("TaskFlow", row["cpu_ms_per_task"]["taskflow"]),
+                    ("bare Celery", row["cpu_ms_per_task"]["baseline"]),
+                )
+            )
+            lines += ["", f"Row {row['id']}, CPU ms per task (median of the rounds, from /proc): {parts}."]
     for note in results.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"

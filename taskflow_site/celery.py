@@ -35,8 +35,8 @@ app.conf.update(
     task_acks_late=True,
     # ...and also when the pool child is killed (SIGKILL, OOM), not only on exceptions.
     task_reject_on_worker_lost=True,
-    # Hold one unacked message per process: nothing is stranded in a dead worker's buffer.
-    worker_prefetch_multiplier=1,
+    # (worker_prefetch_multiplier: CELERY_WORKER_PREFETCH_MULTIPLIER in settings, from the
+    # environment; a message stranded in a dead worker's buffer is covered, see there.)
     # JSON only: no pickle from the broker, ever.
     task_serializer="json",
     result_serializer="json",

@@ -294,6 +294,9 @@ TASK_MAX_TIMEOUT = 3600
 # Every non-default below serves "no accepted task is lost"; see taskflow_site/celery.py.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    if REDIS_URL.startswith("redis://"):
+        # kombu's Redis transport, keeping its client instead of making one per command.
+        CELERY_BROKER_TRANSPORT = "taskflow_site.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Redis re-delivers an unacked message after this long: above the longest task
         # time limit, so a slow task is never handed to a second worker.
@@ -313,6 +316,12 @@ else:
         # task a second however many were waiting. A folder listing costs next to nothing.
         "polling_interval": 0.1,
     }
+# Unacked messages a worker holds per pool process (Celery's default, 4): the next wake-up is
+# already in hand when a run ends. A message stranded in the buffer of a worker that dies is
+# not lost: unacked, Redis gives it back after the visibility timeout, and the reaper publishes
+# its still-queued task again after TASK_REDISPATCH_AFTER; the claim keeps the run single
+# (docs/reliability.md, "Prefetch"). 1 gives each message to the first free process.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_positive_int("WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TIMEZONE = "UTC"

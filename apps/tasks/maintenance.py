@@ -11,7 +11,7 @@ from . import dispatch, metrics
 from .models import FINAL_STATUSES, Task, TaskEvent
 from .retry_policy import after_failure
 from .state_machine import DISPATCH, REAP_TO_FAILED, REAP_TO_RETRY, REDISPATCH, WAKE
-from .transitions import apply
+from .transitions import apply, database_restarted_within_grace
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,13 @@ def _redispatch_lost_wakeups(now: datetime) -> int:
     unknown). Messages that workers hold are not in the depth either, so this may publish
     a few duplicates; they are harmless because a run needs the database claim. Publishing
     the whole stale set instead doubled the broker's work during every backlog.
+
+    Not for a lease after PostgreSQL started: a claim it lost in a crash may have a run still
+    going, which its next lease renewal ends (transitions.restart_grace).
     """
+    if database_restarted_within_grace():
+        logger.info("PostgreSQL started less than a lease ago: no re-dispatch yet")
+        return 0
     stale = Task.objects.filter(REDISPATCH.guard(now), status__in=REDISPATCH.from_states)
     republished = 0
     # order_by(): without it the model's ordering joins the DISTINCT, one "queue" per task.

@@ -14,11 +14,14 @@ data-modifying CTEs), locks the rows and writes through the ORM in a transaction
 import copy
 import functools
 import re
+import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+from django.apps import apps as django_apps
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -28,6 +31,11 @@ from .state_machine import CLAIM_GRACE, TRANSITIONS, Transition
 
 # Picks the transition, values and event details of each locked task (or None: it stays).
 Plan = Callable[[Task], tuple[Transition, dict, dict] | None]
+
+# How long the claim's answer to "has the owner an enabled webhook endpoint?" stands in for
+# asking again at the finish (a cached Redis read). An endpoint created meanwhile hears of the
+# tasks claimed after it, and of every run that takes longer than this.
+ENDPOINTS_SEEN_FOR = 1.0
 
 _NAME = re.compile(r"^-- name: (\w+)\n(?:--.*\n)*", re.MULTILINE)
 
@@ -42,6 +50,7 @@ def _statements() -> dict[str, str]:
     """The file's statements with their placeholders filled: one for each transition that has
     one (by the transition's name), and the submission's insert."""
     queries = _load_queries(Path(__file__).parent / "sql" / "queries.sql")
+    endpoint_table = django_apps.get_model("webhooks", "WebhookEndpoint")._meta.db_table
     columns = [field.column for field in Task._meta.concrete_fields]
     # The moved row in the order of Task's fields (task_from_row), then its state before.
     returning = ", ".join([*(f"t.{column}" for column in columns), "prior.from_status"])
@@ -60,6 +69,7 @@ def _statements() -> dict[str, str]:
                 to_state=transition.to_state,
                 from_states=", ".join(f"'{state}'" for state in transition.from_states),
                 assignments=assignments,
+                endpoint_table=endpoint_table,
             )
             statements[transition.name] = fill(task_returning=returning)
             if transition.fenced:
@@ -104,6 +114,21 @@ def task_from_row(row) -> Task:
     return Task.from_db(connection.alias, names, values)
 
 
+def restart_grace() -> timedelta:
+    """After PostgreSQL starts, how long tasks queued before may be the subject of a claim lost
+    in the crash, with its run still going until its next lease renewal (sql/queries.sql)."""
+    return timedelta(seconds=settings.TASK_LEASE_SECONDS)
+
+
+def database_restarted_within_grace() -> bool:
+    """True for a lease after PostgreSQL (re)started: the reaper re-dispatches nothing then."""
+    if not uses_one_statement():
+        return False  # (the asynchronous claim is PostgreSQL's alone)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time() > now() - %s", [restart_grace()])
+        return cursor.fetchone()[0]
+
+
 def uses_one_statement() -> bool:
     return connection.vendor == "postgresql"
 
@@ -140,9 +165,14 @@ def _announce(tasks: list[Task]) -> None:
 
 
 def _may_announce(task: Task) -> bool:
+    if task.callback_url:
+        return True
+    seen = getattr(task, "endpoints_seen", None)  # (answer, when) from the claim
+    if seen is not None and time.monotonic() - seen[1] < ENDPOINTS_SEEN_FOR:
+        return seen[0]
     from apps.webhooks.services import owner_has_endpoints
 
-    return bool(task.callback_url) or owner_has_endpoints(task.owner_id)
+    return owner_has_endpoints(task.owner_id)
 
 
 def apply(
@@ -229,6 +259,9 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
     )
     if transition.statement == "claim_task":
         params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
+        # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
+        params["async_commit"] = not connection.in_atomic_block
+        params["restart_grace"] = restart_grace()
     if transition.fenced:
         params.update(
             fence=target.run_id,
@@ -259,7 +292,13 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
 def _fetch(statement: str, params: dict) -> list[Task]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
-        return [task_from_row(row) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    tasks = [task_from_row(row) for row in rows]
+    width = len(Task._meta.concrete_fields) + 1  # the task, then its state before
+    for task, row in zip(tasks, rows, strict=True):
+        if len(row) > width:  # the claim's: whether the owner has an enabled webhook endpoint
+            task.endpoints_seen = (row[width], time.monotonic())
+    return tasks
 
 
 def _lock_and_move(

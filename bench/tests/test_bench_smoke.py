@@ -17,6 +17,7 @@ from bench import readme
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 PAIR_ROWS = {
     "1",
+    "1 (prefetch 1)",
     "2",
     "3 (4 conn.)",
     "4",
@@ -69,6 +70,12 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
         assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
         assert isinstance(row["met"], bool)
     assert rows["3 (4 conn.)"]["p99_ms_taskflow_median"] > 0
+    for row_id in ("1", "1 (prefetch 1)"):  # CPU per task of each process, from /proc
+        cpu = rows[row_id]["cpu_ms_per_task"]
+        assert set(cpu["taskflow"]) == {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
+        assert set(cpu["baseline"]) == {"worker main", "pool", "submitter", "total"}
+        assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] > 0
+        assert cpu["taskflow"]["total"] == pytest.approx(sum(v for k, v in cpu["taskflow"].items() if k != "total"))
     assert rows["7"]["gunicorn_worker_mb"] > 0 and rows["7"]["celery_pool_child_mb"] > 0
     assert {"6 (cold)", "6 (warm)"} <= set(rows) or rows["6"]["skipped"]
     for name in ("S (payload)", "S (result)"):
@@ -80,6 +87,7 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
 
     table = (tmp_path / "latest.md").read_text()
     assert "| # | TaskFlow | baseline (same run) |" in table
+    assert "Row 1 (prefetch 1), CPU ms per task" in table
     assert table.count("\n| ") >= len(PAIR_ROWS) + 3
 
 

@@ -23,9 +23,26 @@ INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_
 SELECT id, %(now)s, '', status, %(actor_id)s, %(message)s, '', attempts FROM inserted
 
 -- name: claim_task
--- Move a claimable, due task to running for one run, with the claim's event; returns the row.
-WITH prior AS (
-    SELECT id, status AS from_status, run_at FROM tasks_task WHERE id = %(id)s FOR UPDATE
+-- Move a claimable, due task to running for one run, with the claim's event; returns the row,
+-- then whether its owner has an enabled webhook endpoint (read here, in the same round trip,
+-- so that a quick run's finish need not ask; see transitions._may_announce).
+--
+-- Outside a transaction the claim's commit does not wait for its WAL flush
+-- (synchronous_commit off for this statement's own transaction, `settings`): a claim lost in
+-- a database crash only means that the task runs again, which the claim rules allow: the
+-- first run's lease renewal finds itself fenced out and ends its process. Until every such
+-- run has had a renewal (restart_grace, a lease), a task queued before the server started
+-- cannot be claimed, nor is it re-dispatched (maintenance.py): a second run cannot begin
+-- while a first one may still be going (docs/reliability.md). The finish commits
+-- synchronously, and with it the claim's WAL, which comes first. Inside a caller's
+-- transaction the setting is left as it is.
+WITH settings AS (
+    SELECT set_config(
+        'synchronous_commit', CASE WHEN %(async_commit)s THEN 'off' ELSE current_setting('synchronous_commit') END, true
+    ) AS synchronous_commit
+), prior AS (
+    SELECT id, status AS from_status, run_at, queued_at FROM tasks_task, settings
+    WHERE id = %(id)s AND settings.synchronous_commit IS NOT NULL FOR UPDATE OF tasks_task
 ), moved AS (
     UPDATE tasks_task AS t
     SET status = '{to_state}', attempts = t.attempts + 1, run_id = %(run_id)s, worker = %(worker)s,
@@ -34,12 +51,19 @@ WITH prior AS (
     FROM prior
     WHERE t.id = prior.id AND prior.from_status IN ({from_states})
         AND (prior.run_at IS NULL OR prior.run_at <= %(due)s)
+        AND (
+            coalesce(prior.queued_at, '-infinity') >= pg_postmaster_start_time()
+            OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
+        )
     RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
     SELECT id, %(now)s, from_status, status, NULL, 'Attempt ' || attempts, worker, attempts FROM moved
 )
-SELECT * FROM moved
+SELECT moved.*, EXISTS (
+    SELECT 1 FROM {endpoint_table} AS e WHERE e.owner_id = moved.owner_id AND e.enabled
+) AS owner_has_endpoints
+FROM moved
 
 -- name: finish_run
 -- Move a running task out of the run that still owns it (run_id), with the event; returns the row.

@@ -251,3 +251,68 @@ def test_a_bulk_publish_puts_every_wake_up_on_the_broker_in_batches(redis_client
     ids = sorted(message["headers"]["id"] for message in messages)
     assert ids == sorted(str(task.id) for task in tasks)
     assert len(keys) == 3  # one list per priority level, as single publishes make them
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+def test_the_claim_alone_commits_without_waiting_for_its_wal_flush(owner):
+    """synchronous_commit is off for the claim's own transaction only: the finish, and whatever
+    the connection runs next, commits durably again."""
+    from django.db import connection, transaction
+
+    claimed = services.task_claim(task_id=queued_task(owner).pk, worker="w1")
+    assert claimed is not None and not connection.in_atomic_block
+    assert _synchronous_commit() == "on"
+    with transaction.atomic():  # inside a caller's transaction the setting is left alone
+        assert services.task_claim(task_id=queued_task(owner).pk, worker="w1") is not None
+        assert _synchronous_commit() == "on"
+    assert services.task_succeed(task=claimed, result=None) is True
+    assert Task.objects.get(pk=claimed.pk).status == TaskStatus.SUCCEEDED
+
+
+def test_the_claim_reads_whether_the_owner_has_a_webhook_endpoint(owner, other_user, monkeypatch):
+    """So a quick run's finish need not ask Redis; an endpoint created after the claim still
+    hears of a run that took longer than transitions.ENDPOINTS_SEEN_FOR."""
+    from apps.webhooks import services as webhooks
+    from apps.webhooks.models import WebhookDelivery
+
+    monkeypatch.setattr(webhooks, "check_url", lambda url: None)  # no DNS for example.com here
+    webhooks.endpoint_create(owner=owner, url="https://example.com/hook", events=["task.succeeded"])
+    with_endpoint = services.task_claim(task_id=queued_task(owner).pk, worker="w1")
+    without = services.task_claim(task_id=queued_task(other_user).pk, worker="w1")
+    assert with_endpoint.endpoints_seen[0] is True and without.endpoints_seen[0] is False
+    assert services.task_succeed(task=with_endpoint, result=None)
+    assert WebhookDelivery.objects.filter(task=with_endpoint).count() == 1
+
+    # The other owner adds an endpoint while a run of theirs is going.
+    webhooks.endpoint_create(owner=other_user, url="https://example.com/other", events=["task.succeeded"])
+    monkeypatch.setattr(transitions, "ENDPOINTS_SEEN_FOR", 0.0)  # the run took longer than that
+    assert services.task_succeed(task=without, result=None)
+    assert WebhookDelivery.objects.filter(task=without).count() == 1
+
+
+def test_a_task_queued_before_the_database_started_waits_a_lease_before_it_can_be_claimed(owner, settings):
+    """A claim committed without its WAL flush may be lost in a crash with its run still going:
+    until that run's lease renewal has fenced it out, neither a claim nor the reaper starts
+    another run of a task queued before PostgreSQL started."""
+    from datetime import UTC, datetime
+
+    from apps.tasks import maintenance
+
+    before_start = Task.objects.create(
+        owner=owner, kind="demo.noop", status=TaskStatus.QUEUED, queued_at=datetime(2000, 1, 1, tzinfo=UTC)
+    )
+    since_start = queued_task(owner)
+    settings.TASK_LEASE_SECONDS = 10**9  # so the server "started less than a lease ago"
+    assert services.task_claim(task_id=before_start.pk, worker="w1") is None
+    assert maintenance.reap_stale_tasks()["redispatched"] == 0
+    assert services.task_claim(task_id=since_start.pk, worker="w1") is not None
+
+    settings.TASK_LEASE_SECONDS = 30  # a lease after the start: claimable again
+    assert services.task_claim(task_id=before_start.pk, worker="w1") is not None
