@@ -13,6 +13,7 @@ Without Redis (the embedded mode) nothing is published and streams poll the tabl
 """
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -64,7 +65,7 @@ def publish(keys: list[str]) -> None:
     """Tell open streams these tasks changed, once the current transaction commits."""
     if not settings.REDIS_URL or not keys:
         return
-    transaction.on_commit(lambda: _publish_now(keys))
+    transaction.on_commit(functools.partial(_publish_now, keys))
 
 
 def _publish_now(keys: list[str]) -> None:

@@ -43,8 +43,11 @@ from .models import FINAL_STATUSES, Task, TaskEvent, TaskStatus
 from .serializers import TaskEventSerializer
 
 MAX_SECONDS = 15 * 60
-# How often a stream reads the table without a wake-up (wake-ups make it sooner).
-POLL_SECONDS = 2.0 if settings.REDIS_URL else 1.0
+# How often a stream reads the table without a wake-up: each transition that writes history
+# or progress publishes one after its commit (live.py), so this only bounds the delay when
+# one is lost, or in the first second of a stream (publishers look for open streams once a
+# second). Without Redis there are no wake-ups: the table is read every second.
+POLL_SECONDS = 5.0 if settings.REDIS_URL else 1.0
 LATE_COMMIT_SECONDS = 10
 BATCH = 500
 WSGI_STREAMS_PER_PROCESS = 2

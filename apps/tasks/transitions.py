@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from . import live
 from .models import Task, TaskEvent
 from .state_machine import CLAIM_GRACE, TRANSITIONS, Transition
 
@@ -192,8 +193,15 @@ def apply(
     or a QuerySet; for a creating transition, new Tasks). `plan(task)` instead picks the
     transition and values of each locked task. Returns the tasks that moved, as moved."""
     transitions = transitions if isinstance(transitions, tuple) else (transitions,)
-    now = now or timezone.now()
-    values, details = values or {}, details or {}
+    moved = _apply(transitions, target, now=now or timezone.now(), values=values or {}, details=details or {},
+                   actor=actor, plan=plan, order_by=order_by, limit=limit, skip_locked=skip_locked)  # fmt: skip
+    if moved and any(transition.message or "progress" in transition.sets for transition in transitions):
+        # Open live streams hear of it after the commit (a new history entry, or progress).
+        live.publish(live.keys_of(moved))
+    return moved
+
+
+def _apply(transitions, target, *, now, values, details, actor, plan, order_by, limit, skip_locked) -> list[Task]:
     if not transitions[0].from_states:
         return _create(transitions, list(target), now=now, details=details, actor=actor)
     single = isinstance(target, (Task, UUID, str))

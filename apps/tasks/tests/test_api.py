@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from apps.tasks import services
 from apps.tasks.models import Task, TaskEvent, TaskStatus
+from tests.support.callbacks import besides_live_notices
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +37,7 @@ def test_submit_creates_a_queued_task_with_an_event_and_dispatches_after_commit(
     assert task.max_retries == 0 and task.timeout == 30  # the kind's defaults
     event = TaskEvent.objects.get(task=task)
     assert (event.from_status, event.to_status, event.actor) == ("", "queued", owner)
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
 
 
 def test_submit_of_an_unknown_kind_lists_the_known_kinds(owner_api):
@@ -102,14 +103,14 @@ def test_a_future_run_at_waits_pending_until_the_dispatcher_queues_it(owner_api,
     with django_capture_on_commit_callbacks() as callbacks:
         response = submit(owner_api, run_at=run_at.isoformat())
     assert response.json()["status"] == "pending"
-    assert callbacks == []  # no far-future ETA message goes to the broker
+    assert besides_live_notices(callbacks) == []  # no far-future ETA message goes to the broker
     task = Task.objects.get()
     assert services.dispatch_due_tasks(now=timezone.now()) == 0
     with django_capture_on_commit_callbacks() as callbacks:
         assert services.dispatch_due_tasks(now=run_at - timedelta(seconds=30)) == 1
     task.refresh_from_db()
     assert task.status == "queued"
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
     assert list(task.events.values_list("to_status", flat=True)) == ["pending", "queued"]
 
 
@@ -121,7 +122,7 @@ def test_bulk_submit_creates_every_task_in_one_go(owner_api, django_capture_on_c
     assert len(response.json()["tasks"]) == 25
     assert Task.objects.filter(status="queued").count() == 25
     assert TaskEvent.objects.count() == 25
-    assert len(callbacks) == 1  # one publish batch for the whole request
+    assert len(besides_live_notices(callbacks)) == 1  # one publish batch for the whole request
 
 
 def test_a_list_without_filter_parameters_builds_no_filter_form(owner_api, owner, monkeypatch):
@@ -229,7 +230,7 @@ def test_owner_retry_of_a_failed_task_requeues_it_with_a_fresh_attempt_count(
     event = task.events.get()
     assert (event.from_status, event.to_status, event.actor) == ("failed", "queued", owner)
     assert event.message == "Retried by hand: fixed the input"
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "succeeded", "pending", "retrying"])

@@ -7,6 +7,7 @@ from django_celery_beat.models import PeriodicTask
 from apps.tasks import cron
 from apps.tasks.models import Schedule, Task, TaskStatus
 from apps.tasks.schedule_services import ScheduleSpec, schedule_create, schedule_fire, schedule_preview
+from tests.support.callbacks import besides_live_notices
 
 pytestmark = pytest.mark.django_db
 
@@ -132,7 +133,7 @@ def test_run_now_submits_a_linked_task_marked_as_run_now(owner_api, owner, djang
     schedule = Schedule.objects.get(pk=schedule_id)
     assert schedule.last_run_task == task
     assert schedule.next_run_at == next_run_before  # run now does not move the timing
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
     assert owner_api.get(f"{SCHEDULES}{schedule_id}/").json()["last_run"]["id"] == str(task.pk)
 
 

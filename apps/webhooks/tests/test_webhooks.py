@@ -8,6 +8,7 @@ from django.utils import timezone
 from apps.tasks.models import Task
 from apps.webhooks import services, signing
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from tests.support.callbacks import besides_live_notices
 from tests.support.processes import wait_for
 
 WEBHOOKS = "/api/webhooks/"
@@ -238,7 +239,7 @@ def test_redeliver_sends_the_event_again_as_a_new_delivery(
     assert response.status_code == 201
     copy = WebhookDelivery.objects.get(pk=response.json()["id"])
     assert copy.redelivery_of == pending_delivery and copy.body["id"] == str(copy.pk)
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
     services.delivery_send(delivery_id=copy.pk)
     copy.refresh_from_db()
     assert copy.status == "succeeded" and len(receiver.requests) == 2
@@ -272,7 +273,7 @@ def test_the_due_sweep_queues_deliveries_whose_time_has_come(pending_delivery, d
     )
     with django_capture_on_commit_callbacks() as callbacks:
         assert services.send_due_deliveries() == 1
-    assert len(callbacks) == 1
+    assert len(besides_live_notices(callbacks)) == 1
     assert later.status == "pending"
 
 
