@@ -236,7 +236,9 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, and API keys; both remember active users and keys per process for
+        # AUTH_CACHE_SECONDS (apps/accounts/authentication.py).
+        "apps.accounts.authentication.JWTAuthentication",
         "apps.accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -260,6 +262,11 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# A web process remembers the users and API keys it authenticated for this long (seconds): a
+# key revoked or a user deactivated elsewhere keeps working in it for at most this delay
+# (at once in the process that did it). 0: every API call looks its credential up.
+AUTH_CACHE_SECONDS = env_non_negative_int("AUTH_CACHE_SECONDS", 5)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_positive_int("JWT_ACCESS_MINUTES", 15)),
