@@ -89,9 +89,8 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
     @extend_schema(request=TaskSubmitSerializer, responses={201: TaskSerializer, 200: TaskSerializer})
     def create(self, request):
         """Submit a task. The same idempotency_key again returns the first task (200)."""
-        data = TaskSubmitSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        task, created = services.task_submit(owner=request.user, spec=data.to_spec())
+        spec = TaskSubmitSerializer.spec_from(request.data)
+        task, created = services.task_submit(owner=request.user, spec=spec)
         return self._created(task, created)
 
     @extend_schema(request=TaskBulkSubmitSerializer, responses={201: TaskBulkResultSerializer})
