@@ -84,7 +84,6 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "storages",
-    "django_prometheus",
     "django_structlog",
     "apps.core",
     "apps.accounts",
@@ -94,8 +93,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First and last: request counts and latency by view (django-prometheus).
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First: one observation per request, by view, method and status (apps/core/metrics.py).
+    "apps.core.middleware.RequestMetricsMiddleware",
     # A request id for every response, static files included; see apps/core/middleware.py.
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -112,7 +111,6 @@ MIDDLEWARE = [
     "apps.core.middleware.UnstorableQueryMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "taskflow_site.urls"
@@ -157,12 +155,9 @@ else:
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
-# Query counts, durations and errors for Prometheus: django-prometheus' thin subclasses of
-# Django's own PostgreSQL and SQLite backends (same vendor, features and options).
-DATABASES["default"]["ENGINE"] = {
-    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
-    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
-}.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
+# Django's own backends: no per-statement metric (django-prometheus' backend wrapper made a
+# labelled update, a file write in multiprocess mode, for every statement of the hot paths).
+# Slow statements are PostgreSQL's to report (log_min_duration_statement, pg_stat_statements).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, broker and rate-limit store -------------------------------------------
@@ -431,6 +426,9 @@ LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 configure_structlog()
 # apps.core.middleware.RequestIdMiddleware vets X-Request-ID before django-structlog reads it.
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+# One line per request at INFO: request_finished (with the duration and user agent, see
+# apps.core.logging.describe_finished_request); request_started comes back with LOG_LEVEL=debug.
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG
 # The client IP is bound by RequestIdMiddleware, with the same NUM_PROXIES rule as rate limits.
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 # Publishing a Celery task copies the bound context (request_id, user_id) into its headers.

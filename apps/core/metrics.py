@@ -1,7 +1,7 @@
 """Prometheus exposition: what one process serves, summed over its service's processes, plus system gauges.
 
 Metrics are defined by the apps that record them (apps/tasks/metrics.py for tasks; the
-request and database metrics come from django-prometheus). With several processes per
+request metric below, recorded by apps.core.middleware.RequestMetricsMiddleware). With several processes per
 service prometheus_client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR set): each
 process writes its values to its own files in that directory, and a scrape of any one
 process sums them all. deploy/gunicorn.conf.py and apps/core/celery_hooks.py prepare the
@@ -14,7 +14,7 @@ computes them per scrape.
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 # auto_describe off: registering a collector must not run its queries at start-up.
@@ -45,3 +45,17 @@ def exposition(*, with_system_gauges: bool) -> bytes:
     if with_system_gauges:
         page += generate_latest(_system_gauges)
     return page
+
+
+# --- Requests -----------------------------------------------------------------------------
+
+# The one request metric (apps.core.middleware.RequestMetricsMiddleware): its _count gives the
+# request rate by view, method and status, its buckets the latency. django-prometheus' two
+# middlewares made about ten labelled updates per request (a file write each in multiprocess
+# mode); this is one observation.
+HTTP_REQUEST_SECONDS = Histogram(
+    "taskflow_http_request_seconds",
+    "Web requests by view, method and status, with their latency (seconds).",
+    ["view", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)

@@ -27,7 +27,7 @@ def startproject_setting(name: str):
 
 
 def test_the_stock_project_keeps_startprojects_middleware_and_apps():
-    assert stock_settings.MIDDLEWARE == startproject_setting("MIDDLEWARE")
+    assert startproject_setting("MIDDLEWARE") == stock_settings.MIDDLEWARE
     assert stock_settings.INSTALLED_APPS[:6] == startproject_setting("INSTALLED_APPS")
     assert stock_settings.DEBUG is False
     assert stock_settings.REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] == [
