@@ -99,20 +99,20 @@ MIDDLEWARE = [
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Django's session, CSRF, authentication, messages and X-Frame-Options middlewares, run for
-    # every request but /api/ calls that carry an Authorization header (apps/core/browser_middleware.py).
+    # Django's session, authentication and messages middlewares, run for every request but
+    # /api/ calls that carry an Authorization header (apps/core/browser_middleware.py).
     "apps.core.browser_middleware.SessionMiddleware",
     # /api/ paths answer without their trailing slash too, never with a redirect.
     "apps.core.middleware.ApiTrailingSlashMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "apps.core.browser_middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "apps.core.browser_middleware.AuthenticationMiddleware",
     # Binds request_id and user_id for every log line of the request; logs request_finished.
     "django_structlog.middlewares.RequestMiddleware",
     # NUL in a query parameter is a 400 for every view, API and admin: apps/core/middleware.py.
     "apps.core.middleware.UnstorableQueryMiddleware",
     "apps.core.browser_middleware.MessageMiddleware",
-    "apps.core.browser_middleware.XFrameOptionsMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "taskflow_site.urls"

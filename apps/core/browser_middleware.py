@@ -1,13 +1,15 @@
-"""Django's browser middleware (sessions, CSRF, authentication from the session, messages,
-X-Frame-Options), skipped for API calls that carry their own credentials.
+"""Django's session middlewares (sessions, authentication from the session, messages), skipped
+for API calls that carry their own credentials.
 
 An `/api/` request with an `Authorization` header (a JWT, an API key) is authenticated by DRF
-from that header alone: it has no use for a session, a CSRF cookie, flash messages or a frame
-policy on a JSON response, and those five middlewares were a tenth of the CPU of such a call.
-Every other request, API calls without the header included, gets them all as before:
-session-authenticated API calls (the admin's pages, the browsable docs) keep working, and
-DRF's SessionAuthentication keeps checking CSRF on their unsafe methods (it runs Django's
-CSRF check itself; DRF views are exempt from CsrfViewMiddleware's own).
+from that header alone: it has no use for a session or flash messages. Every other request,
+API calls without the header included, gets them as before: session-authenticated API calls
+(the admin's pages, the browsable docs) keep working, and DRF's SessionAuthentication keeps
+checking CSRF on their unsafe methods (it runs Django's CSRF check itself; DRF views are
+exempt from CsrfViewMiddleware's own). CsrfViewMiddleware and XFrameOptionsMiddleware stay
+Django's own, for every request: `check --deploy` looks for them by name, and for an API
+client call they cost little (no CSRF cookie to read, a view exempt from the check, one
+header).
 
 One consequence, by design: an `/api/` call whose `Authorization` header DRF does not accept
 (another scheme) is not authenticated from a session cookie it may also carry: it is a 401.
@@ -16,8 +18,6 @@ One consequence, by design: an `/api/` call whose `Authorization` header DRF doe
 from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
-from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameOptionsMiddleware
-from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 
 
 def is_api_client_call(request) -> bool:
@@ -39,20 +39,9 @@ class SessionMiddleware(BrowserOnlyMixin, DjangoSessionMiddleware):
     pass
 
 
-class CsrfViewMiddleware(BrowserOnlyMixin, DjangoCsrfViewMiddleware):
-    def process_view(self, request, callback, callback_args, callback_kwargs):
-        if is_api_client_call(request):
-            return None
-        return super().process_view(request, callback, callback_args, callback_kwargs)
-
-
 class AuthenticationMiddleware(BrowserOnlyMixin, DjangoAuthenticationMiddleware):
     pass
 
 
 class MessageMiddleware(BrowserOnlyMixin, DjangoMessageMiddleware):
-    pass
-
-
-class XFrameOptionsMiddleware(BrowserOnlyMixin, DjangoXFrameOptionsMiddleware):
     pass
