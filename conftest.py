@@ -21,6 +21,14 @@ def generous_rate_limits(settings):
     settings.RATE_LIMITS = {"user": "100000/min", "anon": "100000/min", "auth": "100000/min"}
 
 
+@pytest.fixture(autouse=True)
+def forget_remembered_credentials():
+    """Each test starts with an empty per-process cache of users and API keys."""
+    from apps.accounts.authentication import credentials
+
+    credentials.clear()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(email, **fields):

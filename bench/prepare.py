@@ -3,9 +3,9 @@
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.prepare --rows 1000000
 
 Makes the bench's two users (an API client, and a staff member for the task list and the
-admin) with fresh API keys, removes what an earlier run left, and fills the task table and
-the baseline table up to --rows each: the task table with `manage.py seed_tasks` when the
-project has it (else a COPY of plain rows), the baseline table with one server-side INSERT.
+admin) with fresh API keys, removes what an earlier run left, and fills the task table up
+to --rows: with `manage.py seed_tasks` when the project has it (else a COPY of plain rows).
+The stock API baseline seeds its own table (bench/stock/prepare.py).
 Prints one JSON line for the harness.
 """
 
@@ -102,9 +102,7 @@ def main() -> None:
             [client.pk],
         )
         cursor.execute("DELETE FROM tasks_task WHERE owner_id = %s", [client.pk])
-        cursor.execute("DELETE FROM baseline_row WHERE owner_id <> 0")
         tasks = table_rows(cursor, "tasks_task")
-        rows = table_rows(cursor, "baseline_row")
 
     seeded_with = None
     if tasks < args.rows:
@@ -123,25 +121,11 @@ def main() -> None:
             seeded_with = "bench COPY loader"
             copy_tasks(missing, staff.pk)
     with connection.cursor() as cursor:
-        if rows < args.rows:
-            cursor.execute(
-                """
-                INSERT INTO baseline_row (owner_id, kind, title, status, payload, created_at)
-                SELECT 0, 'demo.noop', 'Row ' || n, 'succeeded', '{"echo": 1}'::jsonb,
-                       now() - make_interval(secs => n)
-                -- Typed: bound on the server, Python ints arrive as smallint, which no
-                -- generate_series takes.
-                FROM generate_series(%s::bigint, %s::bigint) AS n
-                """,
-                [rows + 1, args.rows],
-            )
         backfilled = add_customers(cursor)
         # VACUUM as well after a backfill (outside a transaction: Django autocommits here):
         # its dead row versions would otherwise stay, with autovacuum off on the bench host.
         cursor.execute("VACUUM (ANALYZE) tasks_task" if backfilled else "ANALYZE tasks_task")
-        cursor.execute("ANALYZE baseline_row")
         tasks = table_rows(cursor, "tasks_task")
-        rows = table_rows(cursor, "baseline_row")
 
     # The dashboard reads finished tasks from rollups that beat keeps; the bench has no beat,
     # so bring them up to date here (the first time: built from the whole table).
@@ -160,7 +144,6 @@ def main() -> None:
                 "staff_id": staff.pk,
                 "staff_key": staff_key,
                 "task_rows": tasks,
-                "baseline_rows": rows,
                 "seeded_with": seeded_with,
             }
         )

@@ -1,7 +1,8 @@
-"""Settings of the benchmark's own processes: TaskFlow's settings plus the baseline app.
+"""Settings of the benchmark's own processes: TaskFlow's settings plus the stock admin's app.
 
-Loaded only by `make bench` (gunicorn, workers, admin timings): the baseline endpoints and
-the stock admin live under /bench/ and never reach the product's INSTALLED_APPS or URLs.
+Loaded only by `make bench` (gunicorn, workers, admin timings): the stock admin lives under
+/bench/ and never reaches the product's INSTALLED_APPS or URLs. The API rows' baseline is a
+project of its own (bench/stock), with its own settings.
 """
 
 from taskflow_site.settings import *  # noqa: F403

@@ -1,10 +1,9 @@
-"""TaskFlow's URLs plus the baselines: a minimal DRF endpoint and the stock ModelAdmin."""
+"""TaskFlow's URLs plus the stock ModelAdmin (the API's stock baseline is bench/stock)."""
 
 from django.contrib import admin
 from django.urls import path
 
 from bench.baseline.models import StockTask
-from bench.baseline.views import RowListCreateView
 from taskflow_site.urls import handler404, handler500  # noqa: F401
 from taskflow_site.urls import urlpatterns as taskflow_urlpatterns
 
@@ -12,7 +11,6 @@ stock_site = admin.AdminSite(name="stock")
 stock_site.register(StockTask, admin.ModelAdmin)
 
 urlpatterns = [
-    path("bench/rows/", RowListCreateView.as_view(), name="bench-rows"),
     path("bench/stock-admin/", stock_site.urls),
     *taskflow_urlpatterns,
 ]

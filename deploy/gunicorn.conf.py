@@ -19,7 +19,10 @@ graceful_timeout = 30
 keepalive = 5
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 10000))
 max_requests_jitter = 500
-accesslog = "-"
+# No access log by default: TaskFlow writes one JSON line per request itself (django-structlog's
+# request_finished: method and path, status, duration, client IP, user, user agent, request
+# id). GUNICORN_ACCESS_LOG=- writes gunicorn's own lines to stdout as well.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

@@ -85,7 +85,6 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_celery_beat",
     "storages",
-    "django_prometheus",
     "django_structlog",
     "apps.core",
     "apps.accounts",
@@ -95,25 +94,26 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First and last: request counts and latency by view (django-prometheus).
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # First: one observation per request, by view, method and status (apps/core/metrics.py).
+    "apps.core.middleware.RequestMetricsMiddleware",
     # A request id for every response, static files included; see apps/core/middleware.py.
     "apps.core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, authentication and messages middlewares, run for every request but
+    # /api/ calls that carry an Authorization header (apps/core/browser_middleware.py).
+    "apps.core.browser_middleware.SessionMiddleware",
     # /api/ paths answer without their trailing slash too, never with a redirect.
     "apps.core.middleware.ApiTrailingSlashMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Binds request_id and user_id for every log line of the request; logs its start and end.
+    "apps.core.browser_middleware.AuthenticationMiddleware",
+    # Binds request_id and user_id for every log line of the request; logs request_finished.
     "django_structlog.middlewares.RequestMiddleware",
     # NUL in a query parameter is a 400 for every view, API and admin: apps/core/middleware.py.
     "apps.core.middleware.UnstorableQueryMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "apps.core.browser_middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "taskflow_site.urls"
@@ -158,12 +158,9 @@ else:
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
-# Query counts, durations and errors for Prometheus: django-prometheus' thin subclasses of
-# Django's own PostgreSQL and SQLite backends (same vendor, features and options).
-DATABASES["default"]["ENGINE"] = {
-    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
-    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
-}.get(DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"])
+# Django's own backends: no per-statement metric (django-prometheus' backend wrapper made a
+# labelled update, a file write in multiprocess mode, for every statement of the hot paths).
+# Slow statements are PostgreSQL's to report (log_min_duration_statement, pg_stat_statements).
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, broker and rate-limit store -------------------------------------------
@@ -235,7 +232,9 @@ AUTH_PASSWORD_VALIDATORS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        # simplejwt's, and API keys; both remember active users and keys per process for
+        # AUTH_CACHE_SECONDS (apps/accounts/authentication.py).
+        "apps.accounts.authentication.JWTAuthentication",
         "apps.accounts.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -259,6 +258,11 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.ApiRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# A web process remembers the users and API keys it authenticated for this long (seconds): a
+# key revoked or a user deactivated elsewhere keeps working in it for at most this delay
+# (at once in the process that did it). 0: every API call looks its credential up.
+AUTH_CACHE_SECONDS = env_non_negative_int("AUTH_CACHE_SECONDS", 5)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_positive_int("JWT_ACCESS_MINUTES", 15)),
@@ -441,6 +445,9 @@ LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 configure_structlog()
 # apps.core.middleware.RequestIdMiddleware vets X-Request-ID before django-structlog reads it.
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+# One line per request at INFO: request_finished (with the duration and user agent, see
+# apps.core.logging.describe_finished_request); request_started comes back with LOG_LEVEL=debug.
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG
 # The client IP is bound by RequestIdMiddleware, with the same NUM_PROXIES rule as rate limits.
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 # Publishing a Celery task copies the bound context (request_id, user_id) into its headers.

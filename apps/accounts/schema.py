@@ -1,8 +1,15 @@
 from drf_spectacular.contrib.rest_framework_simplejwt import (
+    SimpleJWTScheme,
     TokenObtainPairSerializerExtension,
     TokenRefreshSerializerExtension,
 )
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class JWTAuthenticationScheme(SimpleJWTScheme):
+    """drf-spectacular's description of simplejwt's tokens (`jwtAuth`), for our caching subclass."""
+
+    target_class = "apps.accounts.authentication.JWTAuthentication"
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -9,11 +9,17 @@ class CoreConfig(AppConfig):
 
     def ready(self):
         from django.db.backends.signals import connection_created
+        from django_structlog import signals
 
         from .json_contains import register_sqlite_functions
+        from .logging import describe_finished_request
+        from .metrics import DATABASE, register_system_gauges
 
         # SQLite (the embedded mode) answers JSON containment with a function of ours.
         connection_created.connect(register_sqlite_functions, dispatch_uid="taskflow_sqlite_functions")
+        signals.bind_extra_request_finished_metadata.connect(describe_finished_request, dispatch_uid="taskflow-request")
+        # The database's reachability, latency and connections, read per scrape of /metrics.
+        register_system_gauges(DATABASE)
         prepare_local_folders()
 
 

@@ -32,7 +32,7 @@ class StackDescription:
 
 
 def describe_stack() -> StackDescription:
-    vendor = connection.vendor  # by vendor: ENGINE is django-prometheus' wrapper of Django's backend
+    vendor = connection.vendor  # by vendor, not ENGINE (a wrapper of a backend has another)
     scheme = urlsplit(settings.CELERY_BROKER_URL).scheme
     object_store = hasattr(storages["default"], "bucket_name")
     cache_backend = settings.CACHES["default"]["BACKEND"]

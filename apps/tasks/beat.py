@@ -78,7 +78,7 @@ class FileBeatLock:
 
 def beat_lock():
     db = settings.DATABASES["default"]
-    # By vendor, not ENGINE: the engine is django-prometheus' wrapper of Django's backend.
+    # By vendor, not ENGINE: a wrapper of Django's backend would have another ENGINE.
     if connections["default"].vendor == "postgresql":
         return PostgresBeatLock(db)
     return FileBeatLock(settings.VAR_DIR / "beat.lock")

@@ -3,7 +3,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from apps.core.api_errors import field_validator
-from apps.core.serializers import CachedFieldsMixin, StrictSerializer, absolute_url
+from apps.core.serializers import CachedFieldsMixin, StrictSerializer, absolute_url, validated_data
 from apps.webhooks.services import validate_url
 
 from . import cron
@@ -36,8 +36,10 @@ class TaskSubmitSerializer(StrictSerializer):
         help_text="POSTed once, signed, when the task finishes (see the webhooks docs).",
     )
 
-    def to_spec(self) -> TaskSpec:
-        return TaskSpec(**self.validated_data)
+    @classmethod
+    def spec_from(cls, data) -> TaskSpec:
+        """The spec of one submission, validated by this thread's one instance (validated_data)."""
+        return TaskSpec(**validated_data(cls, data))
 
 
 class TaskBulkSubmitSerializer(StrictSerializer):
@@ -48,10 +50,9 @@ class TaskBulkSubmitSerializer(StrictSerializer):
         specs, errors = [], {}
         # One serializer for every item: building a serializer's fields (a deepcopy of each
         # declared field) costs more than validating an item, a fifth of a 1,000-task request.
-        item_serializer = TaskSubmitSerializer()
         for index, item in enumerate(self.validated_data["tasks"]):
             try:
-                specs.append(TaskSpec(**item_serializer.run_validation(item)))
+                specs.append(TaskSubmitSerializer.spec_from(item))
             except serializers.ValidationError as exc:
                 errors[str(index)] = exc.detail
         if errors:

@@ -1,18 +1,18 @@
 -- One request shape for wrk, from the environment (set by bench/run.py):
---   BENCH_METHOD, BENCH_PATH, BENCH_BODY (JSON, optional), BENCH_API_KEY,
+--   BENCH_METHOD, BENCH_PATH, BENCH_BODY (JSON, optional), BENCH_AUTHORIZATION (the header),
 --   BENCH_MAX_PER_THREAD: each thread stops after this many responses (wrk's -d bounds the time).
 -- done() prints one line "BENCH_JSON {...}" with the counts and latency percentiles (ms).
 
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local body = os.getenv("BENCH_BODY")
-local api_key = os.getenv("BENCH_API_KEY")
+local authorization = os.getenv("BENCH_AUTHORIZATION")
 local max_per_thread = tonumber(os.getenv("BENCH_MAX_PER_THREAD") or "100000")
 
 wrk.method = method
 wrk.path = path
-if api_key then
-  wrk.headers["Authorization"] = "Api-Key " .. api_key
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
 end
 if body and body ~= "" then
   wrk.body = body

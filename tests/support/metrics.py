@@ -1,12 +1,12 @@
-"""The metric names the Grafana dashboard may use: django-prometheus' and TaskFlow's own.
+"""The metric names the Grafana dashboard may use: TaskFlow's own.
 
 Shared by the deployment-file checks (the dashboard charts every one, and nothing else) and
 the metrics tests (web and worker really export every one).
 """
 
 KNOWN_METRICS = {
-    "django_http_requests_total_by_view_transport_method_total",
-    "django_http_requests_latency_seconds_by_view_method_bucket",
+    "taskflow_http_request_seconds_count",
+    "taskflow_http_request_seconds_bucket",
     "taskflow_tasks_submitted_total",
     "taskflow_tasks_started_total",
     "taskflow_tasks_succeeded_total",

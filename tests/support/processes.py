@@ -202,12 +202,16 @@ class WebServer:
             self.log.close()
 
 
-def gunicorn_command(*, workers: int = 2, threads: int = 4, worker_class: str = "gthread") -> list[str]:
-    """The deployed web command (deploy/gunicorn.conf.py) on 127.0.0.1, with the serving pid logged.
+def gunicorn_command(
+    *, workers: int = 2, threads: int = 4, worker_class: str = "gthread", access_log: bool = True
+) -> list[str]:
+    """The deployed web command (deploy/gunicorn.conf.py) on 127.0.0.1, with the serving pid
+    logged in an access log (serving_pids) unless access_log is False (the deployed default).
 
     worker_class "sync" handles one connection per process at a time, so that concurrent
     requests are certain to reach every worker.
     """
+    access = ["--access-logfile", "-", "--access-logformat", "access pid=%(p)s status=%(s)s %(m)s %(U)s"]
     return [
         sys.executable,
         "-m",
@@ -222,8 +226,7 @@ def gunicorn_command(*, workers: int = 2, threads: int = 4, worker_class: str = 
         str(threads),
         "--worker-class",
         worker_class,
-        "--access-logformat",
-        "access pid=%(p)s status=%(s)s %(m)s %(U)s",
+        *(access if access_log else []),
         "taskflow_site.wsgi",
     ]
 

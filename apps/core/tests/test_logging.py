@@ -21,9 +21,13 @@ def json_lines(text: str) -> list[dict]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_request_log_lines_are_json_with_the_request_id_user_id_and_client_ip(owner, web_env, start_web):
-    web = start_web(web_env, gunicorn_command(workers=2))
-    headers = {"Authorization": f"Bearer {RefreshToken.for_user(owner).access_token}", "X-Request-ID": "client-42.a_b"}
+def test_a_request_writes_one_json_line_with_the_request_id_user_id_client_ip_and_duration(owner, web_env, start_web):
+    web = start_web(web_env, gunicorn_command(workers=2, access_log=False))
+    headers = {
+        "Authorization": f"Bearer {RefreshToken.for_user(owner).access_token}",
+        "X-Request-ID": "client-42.a_b",
+        "User-Agent": "taskflow-test/1.0",
+    }
     response = http("GET", web.url("/api/auth/me/"), headers=headers)
     assert response.status == 200
     assert response.headers["X-Request-ID"] == "client-42.a_b"
@@ -33,13 +37,18 @@ def test_request_log_lines_are_json_with_the_request_id_user_id_and_client_ip(ow
         timeout=10,
         message="the request's log lines",
     )
-    events = {line["event"]: line for line in lines}
-    assert {"request_started", "request_finished"} <= set(events)
-    finished = events["request_finished"]
+    assert [line["event"] for line in lines] == ["request_finished"], "one line per request at INFO"
+    finished = lines[0]
     assert finished["user_id"] == owner.pk
     assert finished["code"] == 200
+    assert finished["request"] == "GET /api/auth/me/"
     assert finished["ip"] == "127.0.0.1"
+    assert finished["user_agent"] == "taskflow-test/1.0"
+    assert isinstance(finished["duration_ms"], float) and finished["duration_ms"] > 0
     assert finished["level"] == "info" and finished["timestamp"].endswith("Z")
+    assert "/api/auth/me/" not in "\n".join(line for line in web.read_log().splitlines() if not line.startswith("{")), (
+        "no access log line besides the JSON one"
+    )
 
 
 @pytest.mark.django_db

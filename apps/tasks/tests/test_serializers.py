@@ -1,14 +1,24 @@
-"""The task representation built from cached fields (apps/core/serializers.py) is DRF's own."""
+"""The task representation built from cached fields (apps/core/serializers.py) is DRF's own, and
+the prebuilt submit serializer validates as a fresh one."""
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from rest_framework import serializers
 
+from apps.core.serializers import validated_data
 from apps.tasks.models import Schedule, Task, TaskEvent, TaskStatus
-from apps.tasks.serializers import TaskDetailSerializer, TaskEventSerializer, TaskListSerializer, TaskSerializer
+from apps.tasks.serializers import (
+    TaskDetailSerializer,
+    TaskEventSerializer,
+    TaskListSerializer,
+    TaskSerializer,
+    TaskSubmitSerializer,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -97,3 +107,59 @@ def test_datetimes_follow_the_current_time_zone_as_drf_does(varied_tasks):
         assert fast == drf_representation(TaskSerializer, task)
     assert fast["started_at"].endswith(("+01:00", "+02:00"))
     assert TaskSerializer(task).data["started_at"].endswith("Z")
+
+
+SUBMISSIONS = [
+    {"kind": "demo.noop", "payload": {"echo": 1}},
+    {"kind": "demo.noop", "title": "t" * 201, "priority": "urgent", "max_retries": -1},
+    {"kind": "demo.noop", "run_at": "not a date", "callback_url": "ftp://x", "timeout": 10**30},
+    {"kind": "demo.noop", "surprise": 1, "id": "x"},
+    {"title": "no kind", "payload": {"a": "\x00"}},
+    ["not", "an", "object"],
+    {},
+]
+
+
+def is_valid_outcome(data):
+    serializer = TaskSubmitSerializer(data=data)
+    if serializer.is_valid():
+        return "valid", dict(serializer.validated_data)
+    return "invalid", serializer.errors
+
+
+def validated_data_outcome(data):
+    try:
+        return "valid", dict(validated_data(TaskSubmitSerializer, data))
+    except serializers.ValidationError as exc:
+        return "invalid", exc.detail
+
+
+@pytest.mark.parametrize("data", SUBMISSIONS)
+def test_the_prebuilt_submit_serializer_validates_as_a_fresh_one(data):
+    # Twice: the second call must not see anything of the first.
+    assert validated_data_outcome(data) == is_valid_outcome(data)
+    assert validated_data_outcome(data) == is_valid_outcome(data)
+
+
+def test_threads_validating_at_once_each_get_their_own_outcome():
+    def check(index):
+        data = SUBMISSIONS[index % len(SUBMISSIONS)]
+        return validated_data_outcome(data) == is_valid_outcome(data)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(check, range(200)))
+
+
+def test_each_thread_builds_the_serializer_once(monkeypatch):
+    built = []
+    original = TaskSubmitSerializer.get_fields
+
+    def counting(self):
+        built.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(TaskSubmitSerializer, "get_fields", counting)
+    thread = threading.Thread(target=lambda: [validated_data_outcome(d) for d in SUBMISSIONS * 3])
+    thread.start()
+    thread.join()
+    assert len(built) == 1
