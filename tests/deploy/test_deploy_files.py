@@ -39,7 +39,7 @@ DASHBOARD = BASE_DIR / "deploy" / "grafana" / "taskflow-dashboard.json"
 KUBERNETES_VERSION = "1.33.0"
 SECRET_EXAMPLE = "secret.example.yaml"
 # Compose services built from the TaskFlow image.
-TASKFLOW_SERVICES = ("migrate", "web", "worker", "beat")
+TASKFLOW_SERVICES = ("migrate", "web", "worker", "webhooks", "beat")
 WEB_PORT = 8000
 WORKER_METRICS_PORT = 9808
 # Variables set by compose and k8s ahead of the code that reads them (none at the moment).
@@ -436,6 +436,18 @@ def test_worker_runs_the_same_celery_command_everywhere():
     assert procfile_worker == k8s_command(main_container("Deployment", "worker"))
 
 
+def test_webhook_workers_run_the_same_celery_command_everywhere_on_the_webhooks_queue_alone():
+    from apps.webhooks.tasks import QUEUE, send_due_webhooks, send_webhook
+
+    procfile_webhooks = normalized_command(procfile()["webhooks"])
+    assert procfile_webhooks == normalized_command(compose_service("webhooks")["command"])
+    assert procfile_webhooks == k8s_command(main_container("Deployment", "webhooks"))
+    assert procfile_webhooks[procfile_webhooks.index("--queues") + 1] == QUEUE
+    assert send_webhook.queue == send_due_webhooks.queue == QUEUE
+    # The task workers leave deliveries alone: a slow endpoint never takes a task's slot.
+    assert QUEUE not in shell_default(procfile()["worker"], "TASKFLOW_QUEUES").split(",")
+
+
 def test_beat_runs_the_same_celery_command_everywhere():
     procfile_beat = normalized_command(procfile()["beat"])
     assert procfile_beat == normalized_command(compose_service("beat")["command"])
@@ -634,15 +646,16 @@ def test_worker_termination_grace_outlasts_the_longest_task_time_limit():
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > settings.TASK_MAX_TIMEOUT
 
 
-def test_worker_autoscaler_scales_the_worker_deployment_on_cpu():
-    (autoscaler,) = k8s_objects("HorizontalPodAutoscaler")
-    worker = k8s_object("Deployment", "worker")
+@pytest.mark.parametrize("component", ["worker", "webhooks"])
+def test_each_worker_autoscaler_scales_its_own_deployment_on_cpu(component):
+    autoscaler = k8s_object("HorizontalPodAutoscaler", component)
+    worker = k8s_object("Deployment", component)
     target = autoscaler["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", worker["metadata"]["name"])
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in autoscaler["spec"]["metrics"])
     assert 1 <= autoscaler["spec"]["minReplicas"] <= autoscaler["spec"]["maxReplicas"]
     assert "replicas" not in worker["spec"], "the autoscaler owns the replica count"
-    assert "cpu" in main_container("Deployment", "worker")["resources"]["requests"], "CPU utilisation needs a request"
+    assert "cpu" in main_container("Deployment", component)["resources"]["requests"], "CPU utilisation needs a request"
 
 
 def test_beat_runs_exactly_one_replica_and_is_recreated_not_rolled():

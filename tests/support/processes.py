@@ -91,9 +91,13 @@ def wait_for(predicate, timeout=30.0, interval=0.1, message="condition"):
 class Worker(CeleryProcess):
     ready_marker = b" ready."
 
-    def __init__(self, env: dict, concurrency: int = 2, name: str = "worker"):
+    # Every queue, webhooks' too: one test worker does what the deployment splits in two.
+    QUEUES = "default,files,notify,celery,webhooks"
+
+    def __init__(self, env: dict, concurrency: int = 2, name: str = "worker", queues: str | None = None):
         super().__init__(env, name)
         self.concurrency = concurrency
+        self.queues = queues or self.QUEUES
 
     def command(self) -> list[str]:
         hostname = f"{self.name}-{os.getpid()}-{time.monotonic_ns()}@localhost"
@@ -108,7 +112,7 @@ class Worker(CeleryProcess):
             "--without-gossip",
             "--without-mingle",
             "--queues",
-            "default,files,notify,celery",
+            self.queues,
         ]
 
 
