@@ -920,8 +920,8 @@ class Bench:
             self.clean_tasks()
             self.reset_queues()
             cpu = cpu_by_process()
-            post = self.wrk(method="POST", path="/api/tasks/", key=self.prep["client_key"], connections=connections,
-                            body=NOOP_TASK)  # fmt: skip
+            post = self.wrk(method="POST", path="/api/tasks/", authorization=f"Api-Key {self.prep['client_key']}",
+                            connections=connections, web=self.web, body=NOOP_TASK)  # fmt: skip
             post["cpu_ms_per_task"] = round(cpu_since(cpu) * 1000 / max(post["requests"], 1), 3)
             return {"bulk": bulk, "post": post}
 

@@ -29,7 +29,8 @@ class StoredFileSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.URI)
+    # null until the file is ready: the schema says so (a client generated from it must accept it).
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_download_url(self, stored_file) -> str | None:
         if stored_file.state != StoredFileState.READY:
             return None

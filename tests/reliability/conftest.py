@@ -37,8 +37,10 @@ def spawn_worker(worker_env):
     """Start named Celery workers in a test; `redis_url` points one at another Redis."""
     started = []
 
-    def spawn(*, name: str, concurrency: int = 2, redis_url: str | None = None) -> Worker:
+    def spawn(*, name: str, concurrency: int = 2, redis_url: str | None = None, prefetch: int | None = None) -> Worker:
         env = worker_env_for(worker_env, role="worker", redis_url=redis_url)
+        if prefetch is not None:
+            env["WORKER_PREFETCH_MULTIPLIER"] = str(prefetch)
         worker = Worker(env, concurrency=concurrency, name=name).start()
         started.append(worker)
         return worker

@@ -120,15 +120,16 @@ def broker_at(url: str, settings):
     dispatch.publish goes through the Celery app, whose configuration was read once from
     Django's settings: changing CELERY_BROKER_URL alone would not reach it.
     """
-    previous = celery_app.conf.broker_url
+    previous = celery_app.conf.broker_url, celery_app.conf.broker_write_url
     _reset_broker_pools()
-    celery_app.conf.broker_url = url
+    # Publishing reads broker_write_url (which falls back to broker_url unless something set it).
+    celery_app.conf.broker_url = celery_app.conf.broker_write_url = url
     settings.CELERY_BROKER_URL = url
     try:
         yield
     finally:
         _reset_broker_pools()
-        celery_app.conf.broker_url = previous
+        celery_app.conf.broker_url, celery_app.conf.broker_write_url = previous
 
 
 def worker_env_for(base_env: dict, *, role: str, redis_url: str | None = None) -> dict:

@@ -112,7 +112,9 @@ def test_sigkill_of_a_whole_worker_loses_nothing(owner_api, spawn_worker, fast_r
 
 
 def test_sigterm_of_a_worker_lets_its_runs_finish(owner_api, spawn_worker, fast_reaper):
-    leaving, _ = spawn_worker.many("leaving", "staying")
+    # One message per pool process, so that the four runs spread over both workers (with the
+    # default prefetch, the first worker may take them all).
+    leaving, _ = spawn_worker.many("leaving", "staying", prefetch=1)
     ids = submit(owner_api, anchors(4))
     wait_for(lambda: running(ids) == 4, timeout=30, message="both workers to be busy")
     ids += submit(owner_api, short_tasks(LOAD, label="sigterm"))
