@@ -302,6 +302,25 @@ def viewer(make_user):
     return user
 
 
+# Django test clients signed in to the admin as each role.
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, operator):
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, viewer):
+    client.force_login(viewer)
+    return client
+
+
 @pytest.fixture
 def superuser(make_user):
     return make_user("root@example.com", full_name="Rita Root", is_staff=True, is_superuser=True)

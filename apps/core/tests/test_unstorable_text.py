@@ -153,12 +153,6 @@ def admin_filter_parameters() -> list[tuple[str, str]]:
     return cases
 
 
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def test_nul_in_any_admin_filter_or_search_is_a_400(staff_client):
     cases = admin_filter_parameters()
     assert {url.split("/")[3] for url, _ in cases} >= {"task", "schedule", "storedfile", "webhookendpoint", "user"}

@@ -10,12 +10,6 @@ CHANGELIST = reverse("admin:files_storedfile_changelist")
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def files(owner, other_user):
     return [
         stored_file_create(owner=owner, name="quarterly-report.csv", content=b"x" * 2048, content_type="text/csv"),

@@ -53,24 +53,6 @@ def listed_ids(response) -> set[str]:
     return {str(task.pk) for task in response.context["cl"].result_list}
 
 
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
-def viewer_client(client, viewer):
-    client.force_login(viewer)
-    return client
-
-
 # --- The list --------------------------------------------------------------------------------
 
 

@@ -40,18 +40,6 @@ def listed(response) -> set:
     return {task.pk for task in response.context["cl"].result_list}
 
 
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
-def operator_client(client, operator):
-    client.force_login(operator)
-    return client
-
-
 def test_a_payload_term_lists_the_tasks_whose_payload_holds_that_number(staff_client, owner, other_user):
     number = make_task(owner, payload={"customer": 42, "invoice": 7})
     theirs = make_task(other_user, payload={"customer": 42})
