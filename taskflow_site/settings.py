@@ -338,6 +338,10 @@ TASK_MAX_PAYLOAD_BYTES = env_positive_int("TASK_MAX_PAYLOAD_BYTES", 256 * 1024)
 TASK_BULK_MAX = env_positive_int("TASK_BULK_MAX", 1000)
 # A running task holds a lease, renewed every third of it; an expired lease is a lost run.
 TASK_LEASE_SECONDS = env_positive_int("TASK_LEASE_SECONDS", 30)
+# A wake-up claims the fairest claimable task of its queue, round-robin across owners
+# (apps/tasks/fairness.py); false claims the task it names, in the order the broker hands
+# them out (the concurrency limits hold either way). For comparison in the bench.
+TASK_FAIR_CLAIM = env.bool("TASK_FAIR_CLAIM", default=True)
 # A queued task not claimed this long after its wake-up is published again if the broker lost it.
 TASK_REDISPATCH_AFTER = env_positive_int("TASK_REDISPATCH_AFTER", 60)
 # Waits shorter than this go to the broker as ETA messages; longer ones wait in the database.

@@ -6,11 +6,23 @@ class TasksConfig(AppConfig):
     verbose_name = "Tasks"
 
     def ready(self):
+        from django.db import transaction
+        from django.db.models.signals import post_delete, post_save
         from django.utils.module_loading import autodiscover_modules
 
         from apps.core.metrics import register_system_gauges
 
-        from . import metrics
+        from . import fairness, metrics
+        from .models import ConcurrencyLimit
+
+        def limit_saved(instance, signal, **_kwargs):
+            fairness.forget_limits()
+            removed = signal is post_delete
+            transaction.on_commit(lambda: fairness.limit_changed(instance, removed=removed))
+
+        # An edit applies to this process's next claim, and wakes what the new room admits.
+        post_save.connect(limit_saved, sender=ConcurrencyLimit, weak=False)
+        post_delete.connect(limit_saved, sender=ConcurrencyLimit, weak=False)
 
         autodiscover_modules("kinds")  # every app's kinds.py registers its task kinds
         # Queue depths and tasks by status, computed when the web's /metrics is scraped.

@@ -10,6 +10,7 @@ from operator import attrgetter
 
 import structlog
 from celery import current_app as celery_app
+from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from redis.exceptions import RedisError
@@ -25,6 +26,15 @@ logger = logging.getLogger(__name__)
 RUN_TASK = "taskflow.run_task"
 # Seconds between the soft time limit (the kind gets an exception) and the hard kill.
 HARD_LIMIT_GRACE = 15
+
+
+def wake_up_hard_limit() -> int:
+    """The time limit every wake-up carries: the longest any run may take. A wake-up may claim
+    another task than the one it names (fairness.py), so a run's own limits are armed by the
+    run (executor.run_limits), and the message's only backstops them."""
+    return settings.TASK_MAX_TIMEOUT + HARD_LIMIT_GRACE
+
+
 # Wake-ups buffered before one round trip to the broker.
 PUBLISH_BATCH = 500
 
@@ -78,10 +88,7 @@ def _push(line: wire.Wire, tasks: list) -> int:
         context = _log_context(kind)
         for task in same_kind:
             template = line.template(
-                queue=task.queue,
-                priority=CELERY_PRIORITY.get(task.priority, 6),
-                timeout=task.timeout,
-                hard_limit=task.timeout + HARD_LIMIT_GRACE,
+                queue=task.queue, priority=CELERY_PRIORITY.get(task.priority, 6), hard_limit=wake_up_hard_limit()
             )
             messages.append((template.key, template.message(str(task.id), context)))
     line.push(messages, PUBLISH_BATCH)
@@ -112,8 +119,7 @@ def _send_with_celery(tasks: list, now) -> int:
                         queue=task.queue,
                         priority=CELERY_PRIORITY.get(task.priority, 6),
                         eta=task.run_at if task.run_at and task.run_at > now else None,
-                        soft_time_limit=task.timeout,
-                        time_limit=task.timeout + HARD_LIMIT_GRACE,
+                        time_limit=wake_up_hard_limit(),
                         producer=producer,
                     )
                     sent += 1

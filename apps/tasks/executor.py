@@ -1,5 +1,6 @@
 """Runs one task inside a Celery worker process: claim, run the kind, record the outcome."""
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ from typing import BinaryIO
 
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 from django.db import close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from django.utils.functional import SimpleLazyObject, cached_property
@@ -18,6 +20,7 @@ from rest_framework import serializers
 from apps.core.text import storable_json_problem, storable_text
 
 from . import services
+from .dispatch import HARD_LIMIT_GRACE
 from .models import Task, TaskFile, TaskFileRole
 from .registry import PermanentError, get_kind
 
@@ -95,23 +98,57 @@ class TaskContext:
         self.outputs = []
 
 
+@contextlib.contextmanager
+def soft_time_limit(seconds: int):
+    """SoftTimeLimitExceeded in the run after `seconds`, as Celery's own soft limit raises it.
+
+    A wake-up may claim another task than the one it names (fairness.py), so it cannot carry
+    the run's limits: the run arms its own, on SIGALRM. Signals reach a process's main thread
+    only: a thread pool's runs get the hard limit alone (as Celery's limits do there). A timer
+    armed before (pytest-timeout's) gets its remaining time back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise SoftTimeLimitExceeded(f"soft time limit ({seconds}s) exceeded")
+
+    previous_handler = signal.signal(signal.SIGALRM, expire)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay:
+            left = max(previous_delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, previous_interval)
+
+
 class LeaseKeeper:
     """One thread per worker process that renews the leases of the runs in progress.
 
     A run whose lease can no longer be renewed was fenced out (hard-revoked, or reaped
     after a stall): the keeper then ends the whole process, which Celery replaces, so the
-    kind stops at once and nothing it does later can land.
+    kind stops at once and nothing it does later can land. In a pool child it also ends the
+    process of a run past its hard time limit (timeout + HARD_LIMIT_GRACE) that did not stop
+    at the soft one, as Celery's pool would: the lease then expires and the reaper retries or
+    fails the task.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._runs: dict = {}
+        self._deadlines: dict = {}
         self._thread = None
         self._pid = None
+        self.hard_limits = False  # set in a prefork pool child (worker_process_init)
 
     def add(self, task: Task) -> None:
         with self._lock:
             self._runs[task.pk] = task
+            self._deadlines[task.pk] = time.monotonic() + task.timeout + HARD_LIMIT_GRACE
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._loop, name="taskflow-lease", daemon=True)
@@ -120,6 +157,7 @@ class LeaseKeeper:
     def remove(self, task: Task) -> None:
         with self._lock:
             self._runs.pop(task.pk, None)
+            self._deadlines.pop(task.pk, None)
 
     def _loop(self):
         from django.conf import settings
@@ -129,6 +167,9 @@ class LeaseKeeper:
             time.sleep(interval)
             with self._lock:
                 for task in list(self._runs.values()):
+                    if self.hard_limits and time.monotonic() > self._deadlines[task.pk]:
+                        logger.error("task %s ran past its hard time limit; ending the worker process", task.pk)
+                        os.kill(os.getpid(), signal.SIGKILL)
                     try:
                         still_ours = services.task_renew_lease(task=task)
                     except Exception:
@@ -143,7 +184,12 @@ class LeaseKeeper:
 lease_keeper = LeaseKeeper()
 
 
-def _claim(task_id, worker: str) -> Task | None:
+@worker_process_init.connect(weak=False)
+def _in_a_pool_child(**_kwargs) -> None:
+    lease_keeper.hard_limits = True
+
+
+def _claim(task_id, worker: str, queue: str | None) -> Task | None:
     if not connection.in_atomic_block:  # (never inside a transaction: it would drop it)
         close_old_connections()
         # close_old_connections() also schedules Django's health check (CONN_HEALTH_CHECKS):
@@ -152,23 +198,24 @@ def _claim(task_id, worker: str) -> Task | None:
         # check would only repeat that; mark it done.
         connection.health_check_done = True
     try:
-        return services.task_claim(task_id=task_id, worker=worker)
+        return services.task_claim(task_id=task_id, worker=worker, queue=queue)
     except (OperationalError, InterfaceError):
         # The connection kept across tasks may have been cut (database restart,
         # pg_terminate_backend); one reconnect is enough to tell.
         connection.close()
-        return services.task_claim(task_id=task_id, worker=worker)
+        return services.task_claim(task_id=task_id, worker=worker, queue=queue)
 
 
-def execute(task_id, *, worker: str) -> str | None:
-    """Run one task if this worker can claim it. Returns the final status of this run.
+def execute(task_id, *, worker: str, queue: str | None = None) -> str | None:
+    """Run one task for a wake-up that names `task_id`: the one this worker claims, the fairest
+    of its queue (fairness.py). Returns the final status of this run.
 
     Logs one line per run, its outcome: `task_run_finished` with the status the run left the
     task in (None if it had been taken from this run), the run's duration and, for a failure
     or a retry, the first line of the error."""
-    task = _claim(task_id, worker)
+    task = _claim(task_id, worker, queue)
     if task is None:
-        logger.info("task %s not claimable; dropping the message", task_id)
+        logger.info("no task to claim for the wake-up of %s; dropping the message", task_id)
         return None
     structlog.contextvars.bind_contextvars(task_kind=task.kind, attempt=task.attempts)  # on every log line of the run
     started = time.monotonic()
@@ -210,8 +257,9 @@ def _run_kind(task: Task, kind, context: TaskContext) -> tuple[str | None, str]:
     try:
         try:
             # The owner is read only if the payload needs it (file fields check ownership).
-            payload = kind.load_payload(task.payload, owner=SimpleLazyObject(lambda: task.owner))
-            result = kind.func(context, payload)
+            with soft_time_limit(task.timeout):
+                payload = kind.load_payload(task.payload, owner=SimpleLazyObject(lambda: task.owner))
+                result = kind.func(context, payload)
         finally:
             lease_keeper.remove(task)
     except TaskCancelled:

@@ -2,7 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, Q, When
 
 from apps.core.json_contains import contains_filter
 
@@ -40,6 +40,12 @@ CELERY_PRIORITY = {
     TaskPriority.NORMAL: 6,
     TaskPriority.LOW: 9,
 }
+
+
+# Within one owner, waiting tasks are claimed by priority, then age (fairness.py); this rank is
+# the claim's order and the leading expression of its index (task_claimable_owner).
+PRIORITY_ORDER = ((TaskPriority.CRITICAL, 0), (TaskPriority.HIGH, 1), (TaskPriority.NORMAL, 2), (TaskPriority.LOW, 3))
+PRIORITY_RANK = Case(*(When(priority=priority, then=rank) for priority, rank in PRIORITY_ORDER[:-1]), default=3)
 
 
 class TaskTrigger(models.TextChoices):
@@ -154,6 +160,16 @@ class Task(models.Model):
                 fields=["run_at"],
                 name="task_waiting_due",
                 condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.RETRYING]),
+            ),
+            # The fair claim (fairness.py): owners with claimable work in a queue, found by a
+            # loose scan, and each owner's next task by priority, then age.
+            models.Index(
+                "queue",
+                "owner",
+                PRIORITY_RANK,
+                "created_at",
+                name="task_claimable_owner",
+                condition=Q(status__in=CLAIMABLE_STATUSES),
             ),
             models.Index(
                 fields=["queued_at"],
@@ -340,3 +356,51 @@ class TaskRollupState(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class LimitScope(models.TextChoices):
+    KIND = "kind", "One kind, all owners together"
+    OWNER = "owner", "One owner, all kinds together"
+    EVERY_OWNER = "every_owner", "Each owner (the default)"
+
+
+class ConcurrencyLimit(models.Model):
+    """How many tasks may run at once: of one kind (all owners together), of one owner, or of
+    each owner (the default that an owner's own row overrides). Read by every worker's claim
+    (fairness.py), so a change applies within a second, with no restart; tasks over a limit stay
+    queued, and the task's detail says which limit they wait for."""
+
+    scope = models.CharField(max_length=12, choices=LimitScope.choices)
+    kind = models.CharField(max_length=100, blank=True, help_text="For a kind's limit.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="concurrency_limits",
+        help_text="For one owner's limit.",
+    )
+    limit = models.PositiveIntegerField(help_text="Tasks running at once; 0 holds them all until it is raised.")
+    note = models.CharField(max_length=200, blank=True, help_text="Why this limit (shown to operators).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "kind", "owner_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind"], condition=Q(scope="kind"), name="limit_unique_kind"),
+            models.UniqueConstraint(fields=["owner"], condition=Q(scope="owner"), name="limit_unique_owner"),
+            models.UniqueConstraint(fields=["scope"], condition=Q(scope="every_owner"), name="limit_one_default"),
+            models.CheckConstraint(
+                condition=(Q(scope="kind") & ~Q(kind="") & Q(owner__isnull=True))
+                | (Q(scope="owner") & Q(kind="") & Q(owner__isnull=False))
+                | (Q(scope="every_owner") & Q(kind="") & Q(owner__isnull=True)),
+                name="limit_scope_fields",
+            ),
+        ]
+
+    def __str__(self):
+        if self.scope == LimitScope.KIND:
+            return f"{self.kind}: {self.limit} at once"
+        if self.scope == LimitScope.OWNER:
+            return f"{self.owner}: {self.limit} at once"
+        return f"each owner: {self.limit} at once"

@@ -17,7 +17,7 @@ from django.utils import timezone
 from apps.core.exceptions import Conflict
 from apps.core.text import storable_text
 
-from . import dispatch, metrics
+from . import dispatch, fairness, metrics
 from .maintenance import SWEEP_BATCH, delete_old_tasks, dispatch_due_tasks, reap_stale_tasks
 from .models import Task, TaskStatus
 from .retry_policy import after_failure, retry_delay
@@ -101,13 +101,15 @@ def lease_expiry(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.TASK_LEASE_SECONDS)
 
 
-def task_claim(*, task_id, worker: str) -> Task | None:
-    """Claim a due task for one run with a compare-and-set UPDATE; None if someone else has it.
+def task_claim(*, task_id, worker: str, queue: str | None = None) -> Task | None:
+    """Claim a due task for one run, for a wake-up that names `task_id`: the fairest claimable
+    task of its queue within the concurrency limits (fairness.py), with a compare-and-set
+    UPDATE; None if there is none to take (each taken, or every one at a limit).
 
     The returned task's owner is not loaded: `task.owner` costs a query, `owner_id` none."""
     now = timezone.now()
     values = {"run_id": uuid.uuid4(), "worker": worker, "lease_expires_at": lease_expiry(now)}
-    moved = apply(CLAIM, task_id, now=now, values=values)
+    moved = apply(CLAIM, fairness.claim_target(task_id=task_id, queue=queue), now=now, values=values)
     if not moved:
         return None
     metrics.task_started(moved[0], now=now)
@@ -132,8 +134,14 @@ def task_renew_lease(*, task: Task) -> bool:
 def _finish(task: Task, transition: Transition, *, now: datetime, values=None, details=None) -> bool:
     moved = apply(transition, task, now=now, values=values, details=details)
     if moved:
-        transaction.on_commit(lambda: metrics.task_ended(task, status=transition.to_state))
+        transaction.on_commit(lambda: _ended(task, transition))
     return bool(moved)
+
+
+def _ended(task: Task, transition: Transition) -> None:
+    """After the commit of a run's end: its metrics, and a wake-up if a limit held work back."""
+    metrics.task_ended(task, status=transition.to_state)
+    fairness.slot_freed(task)
 
 
 def task_succeed(*, task: Task, result) -> bool:

@@ -11,7 +11,9 @@ from .dispatch import RUN_TASK
 
 @shared_task(name=RUN_TASK, bind=True, ignore_result=True, acks_late=True)
 def run_task(self, task_id: str) -> None:
-    executor.execute(task_id, worker=self.request.hostname or "")
+    # The queue the wake-up came from: the claim takes the fairest task of that queue.
+    queue = (self.request.delivery_info or {}).get("routing_key") or None
+    executor.execute(task_id, worker=self.request.hostname or "", queue=queue)
 
 
 @shared_task(name="taskflow.reap_stale_tasks", ignore_result=True)

@@ -27,7 +27,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import live
-from .models import Task, TaskEvent
+from .models import PRIORITY_ORDER, Task, TaskEvent
 from .state_machine import CLAIM_GRACE, TRANSITIONS, Transition
 
 # Picks the transition, values and event details of each locked task (or None: it stays).
@@ -79,6 +79,15 @@ def _statements() -> dict[str, str]:
                 statements[f"{transition.name}, moved or not"] = fill(
                     task_returning="t.id, t.status, t.attempts, prior.from_status"
                 )
+            if transition.statement == "claim_task":  # and the fair claim's two (fairness.py)
+                rank = "CASE " + " ".join(f"WHEN t.priority = '{p}' THEN {n}" for p, n in PRIORITY_ORDER[:-1])
+                choice = queries["fair_choice"].format(
+                    claimable=fill.keywords["from_states"], rank=f"{rank} ELSE {PRIORITY_ORDER[-1][1]} END"
+                )
+                statements["claim_fairest"] = queries["claim_fairest"].format(
+                    **fill.keywords, fair_choice=choice, task_returning=returning
+                )
+                statements["fair_candidates"] = queries["fair_candidates"].format(fair_choice=choice)
     event_columns = {field.column for field in TaskEvent._meta.concrete_fields if not field.primary_key}
     expected = {"task_id", "created_at", "from_status", "to_status", "actor_id", "message", "worker", "attempt"}
     if event_columns != expected:
@@ -201,7 +210,16 @@ def apply(
     return moved
 
 
+class Pick:
+    """A target that finds its own task when the transition runs (fairness.FairPick)."""
+
+    def move(self, transition: Transition, *, now: datetime, values: dict) -> list[Task]:
+        raise NotImplementedError
+
+
 def _apply(transitions, target, *, now, values, details, actor, plan, order_by, limit, skip_locked) -> list[Task]:
+    if isinstance(target, Pick):
+        return target.move(transitions[0], now=now, values=values)
     if not transitions[0].from_states:
         return _create(transitions, list(target), now=now, details=details, actor=actor)
     single = isinstance(target, (Task, UUID, str))
@@ -258,18 +276,7 @@ def _update(transition: Transition, target, *, now: datetime, values: dict) -> l
 
 def _run_statement(transition: Transition, target, *, now: datetime, values: dict, details: dict) -> list[Task]:
     """One task, one statement: lock by primary key, compare and set, event, the row back."""
-    changes = _changes(transition, values, now)
-    del changes["status"]  # written out in the statement
-    params = {name: _FIELDS[name].get_db_prep_save(value, connection) for name, value in changes.items()}
-    params.update(
-        id=Task._meta.pk.get_db_prep_value(target.pk if isinstance(target, Task) else target, connection),
-        now=now,
-    )
-    if transition.statement == "claim_task":
-        params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
-        # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
-        params["async_commit"] = not connection.in_atomic_block
-        params["restart_grace"] = restart_grace()
+    params, changes = statement_params(transition, target.pk if isinstance(target, Task) else target, now, values)
     if transition.fenced:
         params.update(
             fence=target.run_id,
@@ -281,11 +288,11 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
         # task as the statement returned it; without any to record (the usual case) the
         # transition is one statement, no transaction.
         with transaction.atomic():
-            moved = _fetch(STATEMENTS[transition.name], params)
+            moved = fetch(STATEMENTS[transition.name], params)
             _announce(moved)
         return moved
     if not transition.fenced:
-        return _fetch(STATEMENTS[transition.name], params)
+        return fetch(STATEMENTS[transition.name], params)
     with connection.cursor() as cursor:
         cursor.execute(STATEMENTS[f"{transition.name}, moved or not"], params)
         if cursor.fetchone() is None:
@@ -297,7 +304,21 @@ def _run_statement(transition: Transition, target, *, now: datetime, values: dic
     return [moved]
 
 
-def _fetch(statement: str, params: dict) -> list[Task]:
+def statement_params(transition: Transition, task_id, now: datetime, values: dict) -> tuple[dict, dict]:
+    """The parameters of a transition's statement (sql/queries.sql), and what it changes."""
+    changes = _changes(transition, values, now)
+    del changes["status"]  # written out in the statement
+    params = {name: _FIELDS[name].get_db_prep_save(value, connection) for name, value in changes.items()}
+    params.update(id=Task._meta.pk.get_db_prep_value(task_id, connection), now=now)
+    if transition.statement == "claim_task":
+        params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
+        # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
+        params["async_commit"] = not connection.in_atomic_block
+        params["restart_grace"] = restart_grace()
+    return params, changes
+
+
+def fetch(statement: str, params: dict) -> list[Task]:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         rows = cursor.fetchall()

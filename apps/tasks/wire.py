@@ -96,22 +96,21 @@ class Wire:
         step = self._steps[bisect(self._steps, max(min(int(priority), high), low)) - 1]
         return f"{queue}{self._sep}{step}" if step else queue
 
-    def template(self, *, queue: str, priority: int, timeout: int, hard_limit: int) -> Template:
-        key = (queue, priority, timeout, hard_limit)
+    def template(self, *, queue: str, priority: int, hard_limit: int) -> Template:
+        key = (queue, priority, hard_limit)
         found = self._templates.get(key)
         if found is None:
             with self._lock:
-                found = self._templates.setdefault(key, self._build(queue, priority, timeout, hard_limit))
+                found = self._templates.setdefault(key, self._build(queue, priority, hard_limit))
         return found
 
-    def _build(self, queue: str, priority: int, timeout: int, hard_limit: int) -> Template:
+    def _build(self, queue: str, priority: int, hard_limit: int) -> Template:
         headers, properties, _body, _sent = self.app.amqp.create_task_message(
             _ID,
             self.name,
             [_ID],
             {},
             time_limit=hard_limit,
-            soft_time_limit=timeout,
             origin=self.origin,
             reply_to=self.app.thread_oid,
             ignore_result=None,

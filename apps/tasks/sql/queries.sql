@@ -80,3 +80,109 @@ WITH prior AS (
     SELECT id, %(now)s, from_status, status, NULL, %(message)s, %(worker)s, attempts FROM moved
 )
 SELECT * FROM moved
+
+-- name: fair_choice
+-- A fragment of the two fair statements below (fairness.py), not a statement: the claimable,
+-- due tasks of one queue that may run now, the fairest first (`turn`, then priority, then age).
+--
+-- The owners with claimable work are found by a loose scan of task_claimable_owner (one probe
+-- per owner, however long each owner's backlog), and each owner's next few tasks by priority,
+-- then age, from the same index. An owner's turn for its n-th next task is its running tasks
+-- plus n: taken in turn order, that is round-robin across owners, the least served first.
+-- The next few are {per_owner} at least, and more when few owners share the {spread}
+-- candidates: concurrent claims skip each other's (SKIP LOCKED), so one owner's backlog
+-- needs as many candidates as there are claims at once.
+-- Tasks of a kind at its limit are left out, and an owner at its limit offers none; the
+-- limits come as arrays ({limited_kinds} with {kind_limits}, {limited_owners} with
+-- {owner_limits}, and {every_owner_limit} or NULL), the running counts from this snapshot.
+-- The claim rules of claim_task hold: due (run_at), and after a database restart nothing
+-- queued before it for a lease (transitions.restart_grace).
+running AS MATERIALIZED (
+    SELECT owner_id, kind FROM tasks_task WHERE status = 'running'
+), owner_running AS (
+    SELECT owner_id, count(*) AS n FROM running GROUP BY owner_id
+), full_kinds AS (
+    SELECT coalesce(array_agg(limits.kind), '{{}}') AS kinds
+    FROM unnest(%(limited_kinds)s::text[], %(kind_limits)s::int[]) AS limits(kind, n)
+    WHERE (SELECT count(*) FROM running WHERE running.kind = limits.kind) >= limits.n
+), owners AS (
+    (
+        SELECT owner_id FROM tasks_task
+        WHERE queue = %(queue)s AND status IN ({claimable}) ORDER BY owner_id LIMIT 1
+    )
+    UNION ALL
+    SELECT (
+        SELECT t.owner_id FROM tasks_task AS t
+        WHERE t.queue = %(queue)s AND t.status IN ({claimable}) AND t.owner_id > owners.owner_id
+        ORDER BY t.owner_id LIMIT 1
+    )
+    FROM owners WHERE owners.owner_id IS NOT NULL
+), served AS (
+    SELECT owners.owner_id, coalesce(owner_running.n, 0) AS running,
+        coalesce(limits.n, %(every_owner_limit)s::int) AS owner_limit
+    FROM owners
+    LEFT JOIN owner_running ON owner_running.owner_id = owners.owner_id
+    LEFT JOIN unnest(%(limited_owners)s::bigint[], %(owner_limits)s::int[]) AS limits(owner_id, n)
+        ON limits.owner_id = owners.owner_id
+    WHERE owners.owner_id IS NOT NULL
+), candidates AS (
+    SELECT pick.id, pick.owner_id, pick.kind, served.running + pick.nth AS turn, pick.rank, pick.created_at
+    FROM served CROSS JOIN LATERAL (
+        SELECT next_tasks.*, row_number() OVER (ORDER BY next_tasks.rank, next_tasks.created_at) AS nth
+        FROM (
+            SELECT t.id, t.owner_id, t.kind, {rank} AS rank, t.created_at
+            FROM tasks_task AS t, full_kinds
+            WHERE t.queue = %(queue)s AND t.owner_id = served.owner_id AND t.status IN ({claimable})
+                AND (t.run_at IS NULL OR t.run_at <= %(due)s)
+                AND t.kind <> ALL (full_kinds.kinds)
+                AND (
+                    coalesce(t.queued_at, '-infinity') >= pg_postmaster_start_time()
+                    OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
+                )
+            ORDER BY {rank}, t.created_at
+            LIMIT greatest(0, least(
+                (SELECT greatest(%(per_owner)s, %(spread)s / count(*)) FROM served),
+                coalesce(served.owner_limit - served.running, %(spread)s)
+            ))
+        ) AS next_tasks
+    ) AS pick
+)
+
+-- name: claim_fairest
+-- claim_task for the fairest task of a queue instead of a named one: the first candidate of
+-- fair_choice that no other claim holds (SKIP LOCKED: concurrent claims take the next ones).
+-- Used when no limit applies; with limits, fairness.py takes a scope's lock and recounts
+-- before it claims a candidate of fair_candidates by id.
+WITH RECURSIVE settings AS (
+    SELECT set_config(
+        'synchronous_commit', CASE WHEN %(async_commit)s THEN 'off' ELSE current_setting('synchronous_commit') END, true
+    ) AS synchronous_commit
+), {fair_choice}, prior AS (
+    SELECT t.id, t.status AS from_status
+    FROM candidates JOIN tasks_task AS t ON t.id = candidates.id, settings
+    WHERE settings.synchronous_commit IS NOT NULL AND t.status IN ({from_states})
+        AND (t.run_at IS NULL OR t.run_at <= %(due)s)
+    ORDER BY candidates.turn, candidates.rank, candidates.created_at
+    LIMIT 1
+    FOR UPDATE OF t SKIP LOCKED
+), moved AS (
+    UPDATE tasks_task AS t
+    SET status = '{to_state}', attempts = t.attempts + 1, run_id = %(run_id)s, worker = %(worker)s,
+        lease_expires_at = %(lease_expires_at)s, started_at = %(now)s, updated_at = %(now)s,
+        progress = %(progress)s, progress_message = %(progress_message)s
+    FROM prior
+    WHERE t.id = prior.id
+    RETURNING {task_returning}
+), event AS (
+    INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
+    SELECT id, %(now)s, from_status, status, NULL, 'Attempt ' || attempts, worker, attempts FROM moved
+)
+SELECT moved.*, EXISTS (
+    SELECT 1 FROM {endpoint_table} AS e WHERE e.owner_id = moved.owner_id AND e.enabled
+) AS owner_has_endpoints
+FROM moved
+
+-- name: fair_candidates
+-- fair_choice's candidates, the fairest first: (id, owner_id, kind).
+WITH RECURSIVE {fair_choice}
+SELECT id, owner_id, kind FROM candidates ORDER BY turn, rank, created_at LIMIT %(spread)s

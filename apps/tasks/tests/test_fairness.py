@@ -1,0 +1,234 @@
+"""The fair claim and the concurrency limits (apps/tasks/fairness.py), on the real database.
+
+A wake-up names a task; the claim takes the fairest claimable task of the wake-up's queue:
+round-robin across owners, the least served first, then priority and age within an owner,
+within every limit. (Real workers and two owners: test_fair_workers.py.)
+"""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.tasks import executor, fairness, services
+from apps.tasks.models import ConcurrencyLimit, LimitScope, Task, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits():
+    fairness.forget_limits()
+    yield
+    fairness.forget_limits()
+
+
+def queued(owner, count=1, **fields) -> list[Task]:
+    """Tasks queued one after another (created_at strictly increasing), in the test's queue."""
+    start = timezone.now() - timedelta(minutes=10)
+    made = []
+    for _ in range(count):
+        task = Task.objects.create(
+            owner=owner, **({"kind": "demo.noop", "status": TaskStatus.QUEUED, "queue": "fair"} | fields)
+        )
+        Task.objects.filter(pk=task.pk).update(
+            created_at=start + timedelta(seconds=Task.objects.count()), queued_at=start
+        )
+        made.append(task)
+    return made
+
+
+def claim(named: Task, worker="w1") -> Task | None:
+    return services.task_claim(task_id=named.pk, worker=worker, queue=named.queue)
+
+
+def limit(**fields) -> ConcurrencyLimit:
+    return ConcurrencyLimit.objects.create(**fields)
+
+
+def test_wake_ups_of_one_owners_flood_serve_another_owner_in_turn(owner, other_user):
+    flood = queued(owner, 10)
+    few = queued(other_user, 3)
+    # Every message names one of the flood's tasks, as a broker queue would hand them out.
+    claimed = [claim(named) for named in flood[:8]]
+    assert [task.owner_id for task in claimed[:6]] == [owner.pk, other_user.pk] * 3
+    assert {task.pk for task in claimed} >= {task.pk for task in few}
+    assert [task.pk for task in claimed if task.owner_id == owner.pk] == [task.pk for task in flood[:5]]
+
+
+def test_the_least_served_owner_goes_first_whatever_the_arrival_order(owner, other_user):
+    busy = queued(owner, 4)
+    for named in busy[:3]:
+        claim(named)  # the owner now runs three tasks
+    late = queued(other_user, 1)
+    assert claim(busy[3]).pk == late[0].pk
+
+
+def test_within_an_owner_priority_then_age(owner):
+    old_normal, old_low = queued(owner), queued(owner, priority="low")
+    newer_high = queued(owner, priority="high")
+    order = [claim(old_normal[0]).pk for _ in range(3)]
+    assert order == [newer_high[0].pk, old_normal[0].pk, old_low[0].pk]
+
+
+def test_a_claim_takes_only_due_tasks_of_its_own_queue(owner, other_user):
+    elsewhere = queued(other_user, queue="elsewhere")
+    later = queued(other_user, status=TaskStatus.RETRYING, run_at=timezone.now() + timedelta(minutes=5))
+    mine = queued(owner)
+    assert claim(mine[0]).pk == mine[0].pk
+    assert claim(mine[0]) is None  # nothing left that is due in "fair"
+    assert Task.objects.get(pk=elsewhere[0].pk).status == TaskStatus.QUEUED
+    assert Task.objects.get(pk=later[0].pk).status == TaskStatus.RETRYING
+
+
+def test_a_wake_up_whose_task_is_gone_still_claims_for_its_queue(owner):
+    waiting = queued(owner)
+    ghost = Task(id=uuid.uuid4(), queue="fair")  # cancelled and deleted since its publish
+    assert claim(ghost).pk == waiting[0].pk
+
+
+def test_with_fairness_off_the_named_task_is_claimed(owner, other_user, settings):
+    settings.TASK_FAIR_CLAIM = False
+    flood = queued(owner, 3)
+    queued(other_user, 1)
+    assert [claim(named).pk for named in flood] == [task.pk for task in flood]
+
+
+def test_a_kind_at_its_limit_waits_while_other_kinds_run(owner, other_user):
+    limit(scope=LimitScope.KIND, kind="demo.sleep", limit=1)
+    sleeps = queued(owner, 2, kind="demo.sleep")
+    noop = queued(other_user, kind="demo.noop")
+    assert claim(sleeps[0]).pk == sleeps[0].pk
+    assert claim(sleeps[1]).pk == noop[0].pk  # the second sleep is over the kind's limit
+    assert claim(sleeps[1]) is None  # and nothing else waits: the message is dropped
+    assert Task.objects.get(pk=sleeps[1].pk).status == TaskStatus.QUEUED
+
+
+def test_an_owners_own_limit_overrides_the_default_for_each_owner(owner, other_user):
+    limit(scope=LimitScope.EVERY_OWNER, limit=1)
+    limit(scope=LimitScope.OWNER, owner=owner, limit=2)
+    mine, theirs = queued(owner, 3), queued(other_user, 2)
+    claimed = [claim(named) for named in mine + theirs]
+    running = Task.objects.filter(status=TaskStatus.RUNNING)
+    assert running.filter(owner=owner).count() == 2 and running.filter(owner=other_user).count() == 1
+    assert sum(task is not None for task in claimed) == 3
+    assert Task.objects.get(pk=theirs[1].pk).status == TaskStatus.QUEUED
+
+
+def test_a_limit_of_zero_holds_the_scope(owner):
+    limit(scope=LimitScope.OWNER, owner=owner, limit=0)
+    mine = queued(owner)
+    assert claim(mine[0]) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_limit_holds_when_claims_race_on_separate_connections(owner, other_user):
+    limit(scope=LimitScope.KIND, kind="demo.sleep", limit=2)
+    tasks = queued(owner, 6, kind="demo.sleep") + queued(other_user, 6, kind="demo.sleep")
+    barrier = threading.Barrier(8)
+    results = []
+
+    def race(index):
+        try:
+            barrier.wait()
+            results.append(claim(tasks[index], worker=f"w{index}"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Task.objects.filter(status=TaskStatus.RUNNING).count() == 2
+    assert sum(task is not None for task in results) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_claims_without_limits_each_take_a_different_task(owner):
+    tasks = queued(owner, 8)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def race(index):
+        try:
+            barrier.wait()
+            results.append(claim(tasks[index], worker=f"w{index}"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # No message is wasted while tasks wait: eight claims, eight different tasks.
+    assert len({task.pk for task in results if task is not None}) == 8
+
+
+def broker_depth(redis_client, queue: str) -> int:
+    """Wake-ups waiting in `queue` (no worker consumes "fair": earlier tests' stay; see empty_fair_queue)."""
+    return sum(redis_client.llen(key) for key in redis_client.keys(f"{queue}*") if redis_client.type(key) == b"list")
+
+
+@pytest.fixture
+def empty_fair_queue(redis_client):
+    for key in redis_client.keys("fair*"):
+        redis_client.delete(key)
+    return redis_client
+
+
+def test_a_finish_in_a_full_scope_wakes_its_next_waiting_task(
+    owner, empty_fair_queue, django_capture_on_commit_callbacks
+):
+    redis_client = empty_fair_queue
+    limit(scope=LimitScope.KIND, kind="demo.sleep", limit=1)
+    first, second = queued(owner, 2, kind="demo.sleep")
+    running = claim(first)
+    assert claim(second) is None  # dropped: the kind is full
+    assert broker_depth(redis_client, "fair") == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        services.task_succeed(task=running, result={})
+    assert broker_depth(redis_client, "fair") == 1  # the wake-up the dropped message was
+    assert claim(second).pk == second.pk
+
+
+def test_raising_a_limit_wakes_what_the_new_room_admits(owner, empty_fair_queue, django_capture_on_commit_callbacks):
+    redis_client = empty_fair_queue
+    held = limit(scope=LimitScope.OWNER, owner=owner, limit=0)
+    queued(owner, 5)
+    held.limit = 3
+    with django_capture_on_commit_callbacks(execute=True):
+        held.save()
+    assert broker_depth(redis_client, "fair") == 3
+
+
+def test_candidates_in_python_match_the_statement(owner, other_user, make_user):
+    """The embedded mode (SQLite) orders candidates in Python: the same answer as PostgreSQL's."""
+    third = make_user("third@example.com")
+    limit(scope=LimitScope.KIND, kind="demo.fail", limit=1)
+    limit(scope=LimitScope.OWNER, owner=third, limit=1)
+    queued(owner, 5)
+    queued(owner, 2, priority="critical")
+    queued(other_user, 2, kind="demo.fail")
+    queued(other_user, 3, priority="low")
+    queued(third, 3)
+    claim(queued(other_user, kind="demo.fail")[0])  # demo.fail is now full
+    claim(queued(third)[0])  # and so is the third owner
+    pick = fairness.FairPick("fair")
+    limits, now = fairness.read_limits(), timezone.now()
+    assert pick._candidates_by_orm(limits, now) == [tuple(row) for row in pick.candidates(limits, now)]
+    # Up to SPREAD // 3 owners = 10 each: the first owner's 7, the other's 3 low ones (its
+    # demo.fail tasks wait for their kind), none of the third's (at its own limit).
+    assert len(pick.candidates(limits, now)) == 7 + 3
+
+
+def test_a_run_past_its_timeout_gets_the_soft_time_limit(owner):
+    """The wake-up no longer carries the task's limits: the run arms its own."""
+    task = queued(owner, kind="demo.sleep", payload={"seconds": 5, "steps": 1}, timeout=1, max_retries=0)[0]
+    assert executor.execute(task.pk, worker="w1", queue="fair") == "failed"
+    task.refresh_from_db()
+    assert task.error.startswith("TimeLimitExceeded")
