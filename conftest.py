@@ -29,6 +29,15 @@ def forget_remembered_credentials():
     credentials.clear()
 
 
+@pytest.fixture(autouse=True)
+def forget_concurrency_limits():
+    """Each test starts without the limits a previous test's rows left in this process's cache
+    (a rolled-back test deletes them without the signal that drops the cache)."""
+    from apps.tasks import fairness
+
+    fairness.forget_limits()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(email, **fields):
@@ -285,6 +294,7 @@ def _role(name: str):
     if not Group.objects.filter(name=name).exists():
         importlib.import_module("apps.accounts.migrations.0002_roles").create_roles(apps, None)
         importlib.import_module("apps.accounts.migrations.0003_schedule_and_webhook_roles").add_permissions(apps, None)
+        importlib.import_module("apps.accounts.migrations.0005_concurrency_limit_roles").add_permissions(apps, None)
     return Group.objects.get(name=name)
 
 
