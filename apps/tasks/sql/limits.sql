@@ -1,0 +1,19 @@
+-- Reads about the concurrency limits for the admin (apps/tasks/selectors.py loads them by name).
+
+-- name: owners_with_work
+-- The owners with claimable tasks (queued or retrying), by a loose scan of task_claimable_owner:
+-- one index probe per (queue, owner) pair, however long each owner's backlog, where a DISTINCT
+-- would read the index entry of every claimable task. {claimable} is the index's predicate.
+WITH RECURSIVE pairs AS (
+    (
+        SELECT queue, owner_id FROM tasks_task
+        WHERE status IN ({claimable}) ORDER BY queue, owner_id LIMIT 1
+    )
+    UNION ALL
+    SELECT next_pair.queue, next_pair.owner_id FROM pairs CROSS JOIN LATERAL (
+        SELECT t.queue, t.owner_id FROM tasks_task AS t
+        WHERE t.status IN ({claimable}) AND (t.queue, t.owner_id) > (pairs.queue, pairs.owner_id)
+        ORDER BY t.queue, t.owner_id LIMIT 1
+    ) AS next_pair
+)
+SELECT DISTINCT owner_id FROM pairs
