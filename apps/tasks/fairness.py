@@ -25,7 +25,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, IntegerField, OuterRef, Q, Subquery, When
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -299,10 +299,10 @@ WAITING_PREFIX = "waiting for a slot: "
 LIMIT_USE_FIELDS = ("kind_limit", "kind_running", "owner_limit", "owner_running")
 
 
-def _running(**match):
-    """How many tasks matching `match` (OuterRef-ed to the row) run now: a count subquery."""
-    running = Task.objects.filter(status=TaskStatus.RUNNING, **match).order_by().values("status")
-    return Coalesce(Subquery(running.annotate(n=Count("pk")).values("n")[:1]), 0)
+def _running(expression, outer: str):
+    """How many running tasks have `expression` equal to the task's `outer` field: a count subquery."""
+    running = Task.objects.filter(status=TaskStatus.RUNNING).alias(matched=expression).filter(matched=OuterRef(outer))
+    return Coalesce(Subquery(running.order_by().values("status").annotate(n=Count("pk")).values("n")[:1]), 0)
 
 
 def with_limit_use(queryset):
@@ -322,8 +322,10 @@ def with_limit_use(queryset):
         owner_limit=Case(When(claimable, then=owner_limit), output_field=IntegerField()),
     )
     return queryset.annotate(
-        kind_running=Case(When(kind_limit__isnull=False, then=_running(kind=OuterRef("kind")))),
-        owner_running=Case(When(owner_limit__isnull=False, then=_running(owner_id=OuterRef("owner_id")))),
+        kind_running=Case(When(kind_limit__isnull=False, then=_running(F("kind"), "kind"))),
+        # `owner_id + 0`: found among the few running tasks (task_status_created), never through
+        # the owner's index, which holds all their tasks (a generic plan picked it: 6 ms at 200k).
+        owner_running=Case(When(owner_limit__isnull=False, then=_running(F("owner_id") + 0, "owner_id"))),
     )
 
 

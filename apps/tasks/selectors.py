@@ -188,10 +188,15 @@ LIMIT_QUERIES = {
 }
 
 
+# Waiting tasks are counted up to this many per scope; past it the figure says "more than".
+WAITING_COUNTED = 10_000
+
+
 @dataclass(frozen=True)
 class ScopeUse:
     """One limited scope now: its limit, its tasks running, and its claimable, due tasks (which
-    wait for a slot while the scope is at its limit, else for a worker or their turn)."""
+    wait for a slot while the scope is at its limit, else for a worker or their turn), counted
+    up to WAITING_COUNTED + 1."""
 
     limit: int
     running: int
@@ -200,6 +205,10 @@ class ScopeUse:
     @property
     def at_limit(self) -> bool:
         return self.running >= self.limit
+
+    @property
+    def waiting_text(self) -> str:
+        return f"more than {WAITING_COUNTED:,}" if self.waiting > WAITING_COUNTED else f"{self.waiting:,}"
 
 
 @dataclass(frozen=True)
@@ -241,17 +250,25 @@ def owners_with_work() -> set[int]:
     return set(claimable.values_list("owner_id", flat=True).distinct())
 
 
-def _waiting(*, now: datetime, group: str, **scope) -> Counter:
-    """Claimable, due tasks of the scopes in `scope`, counted by `group` (from the indexes on
-    kind and status, or on unfinished tasks by owner: the backlog's entries of those scopes)."""
-    due = Q(run_at__isnull=True) | Q(run_at__lte=now + CLAIM_GRACE)
-    rows = Task.objects.filter(due, status__in=CLAIMABLE_STATUSES, **scope).order_by()
-    return Counter(dict(rows.values_list(group).annotate(n=Count("pk"))))
+def _waiting(*, now: datetime, scope: str, keys: list) -> Counter:
+    """Claimable, due tasks of each kind or owner of `keys`, counted up to WAITING_COUNTED + 1
+    each (one round trip on PostgreSQL): what a backlog costs stays bounded."""
+    if not keys:
+        return Counter()
+    due = now + CLAIM_GRACE
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(LIMIT_QUERIES[f"waiting_by_{scope}"], {"keys": keys, "due": due, "cap": WAITING_COUNTED + 1})
+            return Counter(dict(cursor.fetchall()))
+    waiting = Task.objects.filter(Q(run_at__isnull=True) | Q(run_at__lte=due), status__in=CLAIMABLE_STATUSES)
+    field_name = "kind" if scope == "kind" else "owner_id"
+    return Counter({key: waiting.filter(**{field_name: key})[: WAITING_COUNTED + 1].count() for key in keys})
 
 
 def limits_overview(*, now: datetime) -> LimitsOverview:
-    """Every limit with what it holds now: about six small queries, whatever the table's size
-    (the running tasks are few; waiting tasks are counted for the limited scopes only)."""
+    """Every limit with what it holds now, in six small queries whatever the table's size: the
+    running tasks are few, owners with work are found by a loose scan, and waiting tasks are
+    counted for the limited scopes only, up to WAITING_COUNTED each."""
     limits = fairness.read_limits()
     waiting_owners = owners_with_work()
     overview = LimitsOverview(every_owner=limits.every_owner, owners_waiting=len(waiting_owners))
@@ -263,7 +280,7 @@ def limits_overview(*, now: datetime) -> LimitsOverview:
         by_kind[kind] += n
         by_owner[owner_id] += n
     if limits.kinds:
-        waiting = _waiting(now=now, group="kind", kind__in=list(limits.kinds))
+        waiting = _waiting(now=now, scope="kind", keys=sorted(limits.kinds))
         overview.kinds = {
             kind: ScopeUse(limit=limit, running=by_kind[kind], waiting=waiting[kind])
             for kind, limit in sorted(limits.kinds.items())
@@ -277,7 +294,7 @@ def limits_overview(*, now: datetime) -> LimitsOverview:
         }
     shown = set(limits.owners) | at_default
     if shown:
-        waiting = _waiting(now=now, group="owner_id", owner_id__in=list(shown))
+        waiting = _waiting(now=now, scope="owner", keys=sorted(shown))
         emails = dict(get_user_model().objects.filter(pk__in=shown).values_list("pk", "email"))
         overview.owners = {
             owner_id: OwnerUse(

@@ -72,10 +72,11 @@ def _use_of(limit: ConcurrencyLimit, overview: selectors.LimitsOverview) -> dict
         use = overview.owners.get(limit.owner_id)
     else:
         at_it = [use for use in overview.at_default if use.at_limit]
-        return {"owners_at_it": len(at_it), "waiting": sum(use.waiting for use in at_it), "at_limit": bool(at_it)}
+        waiting = sum(use.waiting for use in at_it)
+        return {"owners_at_it": len(at_it), "waiting": f"{waiting:,}", "at_limit": bool(at_it)}
     if use is None:
         return None
-    return {"running": use.running, "waiting": use.waiting, "at_limit": use.at_limit}
+    return {"running": use.running, "waiting": use.waiting_text, "at_limit": use.at_limit}
 
 
 @admin.register(ConcurrencyLimit)

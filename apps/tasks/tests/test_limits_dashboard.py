@@ -126,3 +126,16 @@ def test_the_dashboard_lists_a_bounded_number_of_owners_at_their_limit(
     client.force_login(operator)
     page = client.get(DASHBOARD).content.decode()
     assert "… and 2 more." in page
+
+
+def test_waiting_tasks_are_counted_up_to_a_cap_and_then_said_to_be_more(owner, monkeypatch):
+    monkeypatch.setattr(selectors, "WAITING_COUNTED", 2)
+    limit(scope=LimitScope.KIND, kind="demo.sleep", limit=0)
+    limit(scope=LimitScope.OWNER, owner=owner, limit=0)
+    for _ in range(5):
+        task(owner)
+    overview = selectors.limits_overview(now=timezone.now())
+    assert overview.kinds["demo.sleep"].waiting == 3 and overview.kinds["demo.sleep"].waiting_text == "more than 2"
+    assert overview.owners[owner.pk].waiting_text == "more than 2"
+    monkeypatch.setattr(selectors, "WAITING_COUNTED", 10)
+    assert selectors.limits_overview(now=timezone.now()).kinds["demo.sleep"].waiting_text == "5"
