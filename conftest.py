@@ -29,6 +29,14 @@ def forget_remembered_credentials():
     credentials.clear()
 
 
+@pytest.fixture(autouse=True)
+def forget_concurrency_limits():
+    """Each test reads the concurrency limits afresh (a process keeps them for a second)."""
+    from apps.tasks import fairness
+
+    fairness.forget_limits()
+
+
 @pytest.fixture
 def make_user(db, django_user_model):
     def make(email, **fields):

@@ -19,13 +19,6 @@ from apps.tasks.models import ConcurrencyLimit, LimitScope, Task, TaskStatus
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fresh_limits():
-    fairness.forget_limits()
-    yield
-    fairness.forget_limits()
-
-
 def queued(owner, count=1, **fields) -> list[Task]:
     """Tasks queued one after another (created_at strictly increasing), in the test's queue."""
     start = timezone.now() - timedelta(minutes=10)
