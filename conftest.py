@@ -31,10 +31,11 @@ def forget_remembered_credentials():
 
 @pytest.fixture(autouse=True)
 def forget_concurrency_limits():
-    """Each test reads the concurrency limits afresh (a process keeps them for a second)."""
+    """Each test reads the concurrency limits afresh (a process keeps them for a second), and
+    the fair claim's quick path starts untried in every queue."""
     from apps.tasks import fairness
 
-    fairness.forget_limits()
+    fairness.forget()
 
 
 @pytest.fixture

@@ -44,6 +44,10 @@ LIMITS_SEEN_FOR = 1.0
 PER_OWNER = 4
 SPREAD = 32
 FAIR_TRIES = 3
+# Seconds the quick path (the named task, its owner alone in waiting) is skipped in a queue
+# after it found other owners waiting there: it would miss again, one round trip wasted.
+SHARED_FOR = 1.0
+_others_seen: dict[str, float] = {}
 # Candidates a limited claim tries, one transaction each, before it drops its message.
 LIMITED_TRIES = 4
 # Wake-ups published at most when an edit gives a kind or an owner more room.
@@ -109,6 +113,12 @@ def forget_limits(**_kwargs) -> None:
     _seen = None
 
 
+def forget() -> None:
+    """Forget what this process learnt: the limits, and the queues where owners shared."""
+    forget_limits()
+    _others_seen.clear()
+
+
 def running_counts(*, kinds=(), owners=()) -> tuple[Counter, Counter]:
     """Tasks running now, by kind (of `kinds`) and by owner (of `owners`)."""
     rows = Task.objects.filter(status=TaskStatus.RUNNING).filter(Q(kind__in=kinds) | Q(owner_id__in=owners))
@@ -135,11 +145,17 @@ class FairPick(Pick):
                 return apply(transition, self.named, now=now, values=values)
             if uses_one_statement():
                 params, _ = statement_params(transition, self.named, now, values)
-                # The quick path: the named task, when its owner is alone in waiting.
-                moved = fetch(STATEMENTS["claim_named_alone"], params) if self.named else []
+                # The quick path: the named task, when its owner is alone in waiting (not
+                # tried for a while after other owners were seen waiting in the queue).
+                quick = self.named and time.monotonic() - _others_seen.get(self.queue, -SHARED_FOR) >= SHARED_FOR
+                moved = fetch(STATEMENTS["claim_named_alone"], params) if quick else []
+                if moved:
+                    return moved
                 params.update(self._choice_params(limits, now))
                 for _ in range(FAIR_TRIES):
-                    moved = moved or _generic(STATEMENTS["claim_fairest"], params)
+                    moved = _generic(STATEMENTS["claim_fairest"], params)
+                    if moved and quick:  # the quick path found other owners (or its task taken)
+                        _others_seen[self.queue] = time.monotonic()
                     # Nothing moved: nothing waits, or concurrent claims held every candidate.
                     if moved or not self._waiting(now):
                         return moved
