@@ -31,9 +31,12 @@ from .models import FINAL_STATUSES, TaskStatus
 logger = logging.getLogger(__name__)
 
 RECENT_KEY = "tasks:dashboard:recent:v2"
+LIMITS_KEY = "tasks:dashboard:limits:v1"
 HISTORY_KEY = "tasks:dashboard:history:v2"
 WORKERS_KEY = "tasks:dashboard:workers:v1"
 TOP_KINDS = 8
+# Owners at their concurrency limit listed at most (the most waiting first).
+OWNERS_AT_LIMIT_SHOWN = 20
 # The aggregates are cached this long (seconds): the last hour and the live counts for CACHE,
 # the day's and week's for HISTORY; the workers panel for WORKERS_CACHE.
 CACHE_SECONDS = 10
@@ -81,6 +84,18 @@ def dashboard_history(*, refresh: bool = False) -> dict:
         },
         refresh=refresh,
     )
+
+
+def dashboard_limits(*, refresh: bool = False) -> dict:
+    """The concurrency limits with what they hold now, and the owners with waiting work: a few
+    small queries (selectors.limits_overview), kept CACHE_SECONDS; the admin drops them when it
+    saves or deletes a limit, so an operator sees an edit at once."""
+    overview = selectors.limits_overview
+    return _cached(LIMITS_KEY, CACHE_SECONDS, lambda now: {"overview": overview(now=now)}, refresh=refresh)
+
+
+def forget_dashboard_limits() -> None:
+    cache.delete(LIMITS_KEY)
 
 
 def inspection_supported() -> bool:
@@ -212,6 +227,8 @@ def dashboard_view(request, model_admin):
     if refresh:
         rollups.refresh()
     recent, history = dashboard_recent(refresh=refresh), dashboard_history(refresh=refresh)
+    limits = dashboard_limits(refresh=refresh)
+    overview = limits["overview"]
     status_rows = []
     for status in STATUS_ORDER:
         # Live states: created in the window and still there; final ones: reached in the window.
@@ -249,6 +266,12 @@ def dashboard_view(request, model_admin):
             _kind_row(k) for k in sorted((k for k in kinds if k.failed), key=lambda k: (-k.failed, -k.failure_rate))
         ][:TOP_KINDS],
         "queues": sorted(recent["queues"].items()),
+        "limits": overview,
+        "kind_limits": sorted(overview.kinds.items()),
+        "owners_at_limit": overview.owners_at_limit[:OWNERS_AT_LIMIT_SHOWN],
+        "owners_at_limit_more": max(len(overview.owners_at_limit) - OWNERS_AT_LIMIT_SHOWN, 0),
+        "own_owner_limits": sum(use.own for use in overview.owners.values()),
+        "limits_age": _age(limits),
         "recent_age": _age(recent),
         "history_age": _age(history),
         "recent_seconds": CACHE_SECONDS,

@@ -3,16 +3,21 @@ of the few live rows (`task_status_created`); everything about finished tasks co
 rollups (rollups.py), never from scanning the table, so they stay fast at tens of millions."""
 
 import operator
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import reduce
+from pathlib import Path
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from . import dispatch, rollups
-from .models import FINAL_STATUSES, Task, TaskRollup, TaskStatus
+from . import dispatch, fairness, rollups
+from .models import CLAIMABLE_STATUSES, FINAL_STATUSES, Task, TaskRollup, TaskStatus
 from .registry import all_kinds
+from .state_machine import CLAIM_GRACE
+from .transitions import _load_queries
 
 LIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.RETRYING)
 DONE_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
@@ -173,3 +178,133 @@ def queue_names() -> list[str]:
 def queue_depths() -> dict[str, int | None]:
     """Messages waiting per queue, read from the broker (None where it cannot tell)."""
     return {queue: dispatch.queue_depth(queue) for queue in queue_names()}
+
+
+# --- Concurrency limits: what each limit holds now (the admin's list and the dashboard) --------
+
+LIMIT_QUERIES = {
+    name: sql.format(claimable=", ".join(f"'{status}'" for status in CLAIMABLE_STATUSES))
+    for name, sql in _load_queries(Path(__file__).parent / "sql" / "limits.sql").items()
+}
+
+
+# Waiting tasks are counted up to this many per scope; past it the figure says "more than".
+WAITING_COUNTED = 10_000
+
+
+@dataclass(frozen=True)
+class ScopeUse:
+    """One limited scope now: its limit, its tasks running, and its claimable, due tasks (which
+    wait for a slot while the scope is at its limit, else for a worker or their turn), counted
+    up to WAITING_COUNTED + 1."""
+
+    limit: int
+    running: int
+    waiting: int
+
+    @property
+    def at_limit(self) -> bool:
+        return self.running >= self.limit
+
+    @property
+    def waiting_text(self) -> str:
+        return f"more than {WAITING_COUNTED:,}" if self.waiting > WAITING_COUNTED else f"{self.waiting:,}"
+
+
+@dataclass(frozen=True)
+class OwnerUse(ScopeUse):
+    owner_id: int = 0
+    email: str = ""
+    own: bool = True  # the owner's own limit; False: the default for each owner
+
+
+@dataclass
+class LimitsOverview:
+    kinds: dict[str, ScopeUse] = field(default_factory=dict)
+    # Owners with a limit of their own, and owners at the default limit.
+    owners: dict[int, OwnerUse] = field(default_factory=dict)
+    every_owner: int | None = None
+    owners_waiting: int = 0  # owners with claimable tasks (the fair claim's round-robin)
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds or self.owners) or self.every_owner is not None
+
+    @property
+    def owners_at_limit(self) -> list[OwnerUse]:
+        """Owners at their limit, the most waiting first."""
+        full = [use for use in self.owners.values() if use.at_limit]
+        return sorted(full, key=lambda use: (-use.waiting, -use.running, use.email))
+
+    @property
+    def at_default(self) -> list[OwnerUse]:
+        return [use for use in self.owners.values() if not use.own]
+
+
+def owners_with_work() -> set[int]:
+    """Owners with claimable tasks: a loose index scan on PostgreSQL, a DISTINCT elsewhere."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(LIMIT_QUERIES["owners_with_work"])
+            return {owner_id for (owner_id,) in cursor.fetchall()}
+    claimable = Task.objects.filter(status__in=CLAIMABLE_STATUSES).order_by()
+    return set(claimable.values_list("owner_id", flat=True).distinct())
+
+
+def _waiting(*, now: datetime, scope: str, keys: list) -> Counter:
+    """Claimable, due tasks of each kind or owner of `keys`, counted up to WAITING_COUNTED + 1
+    each (one round trip on PostgreSQL): what a backlog costs stays bounded."""
+    if not keys:
+        return Counter()
+    due = now + CLAIM_GRACE
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(LIMIT_QUERIES[f"waiting_by_{scope}"], {"keys": keys, "due": due, "cap": WAITING_COUNTED + 1})
+            return Counter(dict(cursor.fetchall()))
+    waiting = Task.objects.filter(Q(run_at__isnull=True) | Q(run_at__lte=due), status__in=CLAIMABLE_STATUSES)
+    field_name = "kind" if scope == "kind" else "owner_id"
+    return Counter({key: waiting.filter(**{field_name: key})[: WAITING_COUNTED + 1].count() for key in keys})
+
+
+def limits_overview(*, now: datetime) -> LimitsOverview:
+    """Every limit with what it holds now, in six small queries whatever the table's size: the
+    running tasks are few, owners with work are found by a loose scan, and waiting tasks are
+    counted for the limited scopes only, up to WAITING_COUNTED each."""
+    limits = fairness.read_limits()
+    waiting_owners = owners_with_work()
+    overview = LimitsOverview(every_owner=limits.every_owner, owners_waiting=len(waiting_owners))
+    if not limits:
+        return overview
+    running = Task.objects.filter(status=TaskStatus.RUNNING).order_by().values_list("kind", "owner_id")
+    by_kind, by_owner = Counter(), Counter()
+    for kind, owner_id, n in running.annotate(n=Count("pk")):
+        by_kind[kind] += n
+        by_owner[owner_id] += n
+    if limits.kinds:
+        waiting = _waiting(now=now, scope="kind", keys=sorted(limits.kinds))
+        overview.kinds = {
+            kind: ScopeUse(limit=limit, running=by_kind[kind], waiting=waiting[kind])
+            for kind, limit in sorted(limits.kinds.items())
+        }
+    at_default = set()
+    if limits.every_owner is not None:
+        at_default = {
+            owner_id
+            for owner_id in waiting_owners | set(by_owner)
+            if owner_id not in limits.owners and by_owner[owner_id] >= limits.every_owner
+        }
+    shown = set(limits.owners) | at_default
+    if shown:
+        waiting = _waiting(now=now, scope="owner", keys=sorted(shown))
+        emails = dict(get_user_model().objects.filter(pk__in=shown).values_list("pk", "email"))
+        overview.owners = {
+            owner_id: OwnerUse(
+                limit=limits.owner_limit(owner_id),
+                running=by_owner[owner_id],
+                waiting=waiting[owner_id],
+                owner_id=owner_id,
+                email=emails.get(owner_id, f"user {owner_id}"),
+                own=owner_id in limits.owners,
+            )
+            for owner_id in shown
+        }
+    return overview

@@ -6,7 +6,7 @@ from apps.core.api_errors import field_validator
 from apps.core.serializers import CachedFieldsMixin, StrictSerializer, absolute_url, validated_data
 from apps.webhooks.services import validate_url
 
-from . import cron
+from . import cron, fairness
 from .models import OverlapPolicy, Schedule, Task, TaskEvent, TaskPriority
 from .schedule_services import ScheduleSpec
 from .services import TaskSpec
@@ -135,10 +135,17 @@ class TaskFileSerializer(serializers.Serializer):
 
 class TaskDetailSerializer(TaskSerializer):
     files = TaskFileSerializer(source="file_links", many=True, read_only=True)
+    waiting_for = serializers.SerializerMethodField(
+        help_text="Why a queued or retrying task is not running yet when a concurrency limit holds it "
+        '("waiting for a slot: kind files.csv_report limit 2 reached"); empty otherwise. Only in the detail.'
+    )
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "files"]
+        fields = [*TaskSerializer.Meta.fields, "files", "waiting_for"]
         read_only_fields = fields
+
+    def get_waiting_for(self, task) -> str:
+        return fairness.waiting_reason(task)
 
 
 class TaskListSerializer(TaskSerializer):

@@ -40,6 +40,7 @@ def test_submit_and_wait_returns_the_succeeded_task_with_its_result(owner, clien
     final = tf.tasks.wait(task, timeout=30)  # already final: returns at once
     assert final.status == "succeeded" and final.result == {"slept": 0.6, "steps": 3}
     assert final.files == [] and final.finished_at is not None
+    assert final.waiting_for == ""  # the detail's field (a final task waits for nothing)
     ids = [int(e.id) for e in events if e.id]
     assert ids == sorted(set(ids))  # every stored event once, in order
 

@@ -89,6 +89,19 @@ class OwnerSelect(AutocompleteSelect):
         attrs["data-placeholder"] = "Type an email…"  # Django's is empty
         return attrs
 
+    def optgroups(self, name, value, attr=None):
+        # A form shown again after a refused post holds what was posted: Django's widget looks
+        # it up as a user id, and anything that is not one ("abc", NUL) was a server error.
+        return super().optgroups(name, [item for item in value if _user_id(item) is not None], attr)
+
+
+def _user_id(value) -> int | None:
+    try:
+        user_id = int(str(value))
+    except ValueError:
+        return None
+    return user_id if 0 < user_id < 2**63 else None
+
 
 class OwnerFilter(admin.ListFilter):
     """Owner by autocomplete: a user id (what the select sends) or an email (typed without JavaScript)."""

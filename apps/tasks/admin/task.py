@@ -25,9 +25,9 @@ from apps.core.exceptions import InvalidInput
 from apps.core.json_contains import contains_filter
 from apps.core.pagination import EstimatedCountPaginator
 
-from .. import dashboard
+from .. import dashboard, fairness
 from ..forms import TaskActionForm
-from ..models import RETRYABLE_STATUSES, WAITING_STATUSES, Task, TaskStatus
+from ..models import CLAIMABLE_STATUSES, RETRYABLE_STATUSES, WAITING_STATUSES, Task, TaskStatus
 from .filters import CreatedFilter, HasErrorFilter, KindFilter, OwnerFilter
 from .pages import TaskPagesMixin
 from .search import describe_error, parse_search
@@ -168,6 +168,7 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
     )
     readonly_fields = (
         "status_column",
+        "waiting_for",
         "progress_column",
         "attempts_column",
         "queue_wait_column",
@@ -187,6 +188,16 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
             "admin/js/autocomplete.js",  # the owner filter (filters.OwnerSelect)
             "tasks/owner_filter.js",
         )
+
+    def get_fieldsets(self, request, obj=None):
+        """A waiting task's page says whether a concurrency limit holds it, beside its status."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.status not in CLAIMABLE_STATUSES:
+            return fieldsets
+        (name, options), *rest = fieldsets
+        fields = list(options["fields"])
+        fields.insert(fields.index("status_column") + 1, "waiting_for")
+        return ((name, {**options, "fields": tuple(fields)}), *rest)
 
     # --- Permissions: the page is read-only; transitions go through the buttons and actions ---
 
@@ -261,6 +272,15 @@ class TaskAdmin(TaskPagesMixin, admin.ModelAdmin):
         if head is None and "error" not in task.get_deferred_fields():
             head = task.error[:300]
         return status_badge(task.status, cancel_requested=task.cancel_requested, title=(head or "").split("\n")[0])
+
+    @admin.display(description="waiting for")
+    def waiting_for(self, task):
+        reason = fairness.waiting_reason(task)
+        if reason:
+            return reason
+        if task.run_at and task.run_at > timezone.now():
+            return f"Its time: due at {timezone.localtime(task.run_at):%Y-%m-%d %H:%M:%S}."
+        return "No concurrency limit holds it: it waits for a free worker or its turn."
 
     @admin.display(description="priority")
     def priority_column(self, task):

@@ -2,13 +2,15 @@
 and a real Celery worker. Screenshots go to artifacts/screenshots/."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from apps.tasks import services
-from apps.tasks.models import Task, TaskStatus
+from apps.core.models import AuditEntry
+from apps.tasks import fairness, services
+from apps.tasks.models import ConcurrencyLimit, Task, TaskStatus
 from conftest import PASSWORD
 from tests.support.processes import wait_for
 
@@ -207,3 +209,56 @@ def test_an_operator_searches_by_payload_and_sees_how_many_failed_tasks_a_retry_
     assert "payload.customer=42" in page.inner_text("#content")
     screenshot(page, "08-operator-retry-matching-payload-search")
     assert Task.objects.filter(status=TaskStatus.FAILED).count() == 4  # a count only: nothing retried yet
+
+
+def test_an_operator_holds_a_kind_sees_its_tasks_wait_then_raises_the_limit_and_they_run(
+    browser, live_server, operator, owner, celery_worker
+):
+    page = log_in(browser, live_server, operator)
+    page.goto(f"{live_server.url}/admin/tasks/concurrencylimit/add/")
+    page.select_option("#id_scope", "kind")
+    page.select_option("#id_kind", "demo.sleep")
+    page.fill("#id_limit", "0")
+    page.fill("#id_note", "held during the disk swap")
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist li.success")
+    assert "held during the disk swap" in page.inner_text("#result_list")
+    time.sleep(fairness.LIMITS_SEEN_FOR)  # the worker's claims read limits at most this old
+
+    spec = services.TaskSpec(kind="demo.sleep", payload={"seconds": 2, "steps": 2})
+    held = [services.task_submit(owner=owner, spec=spec)[0] for _ in range(2)]
+    page.goto(f"{live_server.url}/admin/tasks/task/dashboard/")
+    row = page.locator("#kind-limits tr", has_text="demo.sleep")
+    assert "0 / 0" in row.inner_text() and "held" in row.inner_text()
+    assert row.locator("td").nth(2).inner_text() == "2"  # both wait for a slot
+    screenshot(page, "09-dashboard-kind-held")
+    page.goto(f"{live_server.url}/admin/tasks/task/{held[0].pk}/change/")
+    assert page.inner_text(".field-waiting_for").endswith("waiting for a slot: kind demo.sleep limit 0 reached")
+    assert all(task.status == TaskStatus.QUEUED for task in Task.objects.filter(pk__in=[t.pk for t in held]))
+
+    # Raise it to one: the save wakes one task at once, the second runs when the first is done.
+    limit = ConcurrencyLimit.objects.get(kind="demo.sleep")
+    page.goto(f"{live_server.url}/admin/tasks/concurrencylimit/{limit.pk}/change/")
+    page.fill("#id_limit", "1")
+    page.click("input[name=_save]")
+    page.wait_for_selector("ul.messagelist li.success")
+    wait_for(
+        lambda: Task.objects.filter(kind="demo.sleep", status=TaskStatus.RUNNING).exists(),
+        timeout=20,
+        message="the raised limit to let one task run",
+    )
+    page.goto(f"{live_server.url}/admin/tasks/task/dashboard/")
+    row = page.locator("#kind-limits tr", has_text="demo.sleep")
+    assert "1 / 1" in row.inner_text() and row.locator("td").nth(2).inner_text() == "1"
+    screenshot(page, "10-dashboard-kind-at-limit")
+    wait_for(
+        lambda: Task.objects.filter(kind="demo.sleep", status=TaskStatus.SUCCEEDED).count() == 2,
+        timeout=30,
+        message="both tasks to run, one at a time",
+    )
+    starts = sorted(Task.objects.filter(kind="demo.sleep").values_list("started_at", "finished_at"))
+    assert starts[1][0] >= starts[0][1]  # never two at once: the second started after the first finished
+    assert [entry.action for entry in AuditEntry.objects.order_by("id")] == [
+        "concurrency_limit.add",
+        "concurrency_limit.change",
+    ]

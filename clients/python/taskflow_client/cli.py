@@ -206,6 +206,8 @@ def event_line(event: Event) -> str:
 
 def print_task(task: Task) -> None:
     stdout.print(f"{task.id}  {task.kind}  {task.status}  {task.progress}%", highlight=False)
+    if task.waiting_for:
+        stdout.print(task.waiting_for, markup=False, highlight=False)
     if task.result is not None:
         stdout.print_json(json.dumps(task.result, default=str))
     if task.error:

@@ -74,7 +74,9 @@ class TaskFile(Model):
 
 @dataclass
 class Task(Model):
-    """A task. Lists leave out description, payload, result, traceback and files (None there)."""
+    """A task. Lists leave out description, payload, result, traceback, files and waiting_for
+    (None there). `waiting_for` says which concurrency limit holds a queued task ("waiting for
+    a slot: kind files.csv_report limit 2 reached"), or is empty."""
 
     id: str
     url: str
@@ -107,6 +109,7 @@ class Task(Model):
     result: Any = None
     traceback: str | None = None
     files: list[TaskFile] | None = None
+    waiting_for: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
