@@ -20,7 +20,6 @@ from .payload_schema import serializer_schema
 from .registry import kinds_for
 from .schedule_services import ScheduleSpec
 from .serializers import (
-    TASK_LIST_COLUMNS,
     KindSerializer,
     ScheduleInputSerializer,
     SchedulePreviewSerializer,
@@ -47,17 +46,27 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Task.objects.none()
-        queryset = Task.objects.visible_to(self.request.user).select_related("owner")
+        queryset = Task.objects.visible_to(self.request.user)
         if self.action == "list":
-            # The list leaves out the bulky fields (TaskListSerializer) and shows only the
-            # owner's email: neither read nor decode the rest.
-            queryset = queryset.only(*TASK_LIST_COLUMNS, "owner__email")
-        return queryset
+            return queryset  # read as rows by list()
+        return queryset.select_related("owner")
 
     def get_serializer_class(self):
         if self.action == "list":
             return TaskListSerializer
         return TaskDetailSerializer
+
+    def list(self, request, *args, **kwargs):
+        """The page is read as rows of the list's columns (QuerySet.values()) and rendered by
+        TaskListSerializer.render_rows: the JSON of the serializer, without building a model
+        instance for every row and owner (a quarter of a list request's CPU)."""
+        serializer = self.get_serializer()
+        columns = serializer.row_plan()[0]
+        rows = self.filter_queryset(self.get_queryset()).values(*columns)
+        page = self.paginate_queryset(rows)
+        if page is None:
+            return Response(serializer.render_rows(rows))
+        return self.get_paginated_response(serializer.render_rows(page))
 
     def get_object(self):
         task = super().get_object()
