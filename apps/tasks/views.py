@@ -1,3 +1,5 @@
+import functools
+
 from django.db.models import Prefetch, prefetch_related_objects
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import condition
@@ -61,8 +63,7 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
         TaskListSerializer.render_rows: the JSON of the serializer, without building a model
         instance for every row and owner (a quarter of a list request's CPU)."""
         serializer = self.get_serializer()
-        columns = serializer.row_plan()[0]
-        rows = self.filter_queryset(self.get_queryset()).values(*columns)
+        rows = self.filter_queryset(_list_rows().all().visible_to(request.user))
         page = self.paginate_queryset(rows)
         if page is None:
             return Response(serializer.render_rows(rows))
@@ -137,6 +138,13 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
         task = self.get_object()
         events = task.events.select_related("actor")
         return Response(TaskEventSerializer(events, many=True).data)
+
+
+@functools.cache
+def _list_rows():
+    """The list's values() query, set up once per process (a tenth of a list request's CPU
+    went to choosing the columns); every request works on a copy (`.all()`)."""
+    return Task.objects.values(*TaskListSerializer.row_plan()[0])
 
 
 # GET /api/kinds/ is cached this long (seconds): one entry for staff, one for everyone else.
