@@ -4,11 +4,15 @@ import threading
 import time
 
 import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.tasks import services
+from apps.tasks import dashboard, services
 from apps.tasks.models import Task, TaskEvent
+from apps.tasks.streams import CountsStream
 from apps.tasks.submission import TaskSpec, task_submit
+from conftest import client_for
 from tests.support.processes import uvicorn_command, wait_for
 from tests.support.sse import EventStream, close_streamed, parse_frames
 
@@ -144,3 +148,84 @@ def test_the_owners_stream_carries_only_their_tasks_filtered_by_status(
     stream.close()
     assert [(event.data["task"], event.data["to_status"]) for event in received] == [(str(mine.pk), "succeeded")]
     assert Task.objects.get(pk=theirs.pk).owner == other_user
+
+
+# --- The staff's counts stream (the admin dashboard) ------------------------------------------
+
+COUNTS_URL = "/api/tasks/counts/stream/"
+
+
+def first_counts(response) -> dict:
+    """The counts a stream sends on connect (its first frames), then the stream is closed."""
+    chunks = iter(response.streaming_content)
+    text = ""
+    while "event: counts" not in text:
+        text += next(chunks).decode()
+    close_streamed(response)
+    (counts,) = [event for event in parse_frames(text) if event.event == "counts"]
+    assert counts.id is None  # a state, not history: nothing to resume from
+    return counts.data
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("staff", 200), ("operator", 200), ("viewer", 200), ("bare_staff", 403), ("owner", 403), ("anonymous", 401)],
+)
+def test_every_tasks_counts_stream_is_for_staff_who_may_see_every_task(role, status, request, make_user):
+    if role == "anonymous":
+        client = APIClient()
+    elif role == "bare_staff":  # staff, but in no role: the admin shows them no task either
+        client = client_for(make_user("bare@example.com", is_staff=True))
+    else:
+        client = client_for(request.getfixturevalue(role))
+    response = client.get(COUNTS_URL, HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == status
+    if status == 200:
+        assert response["Content-Type"] == "text/event-stream"
+        close_streamed(response)
+    else:
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] in ("not_authenticated", "permission_denied")
+
+
+@pytest.mark.django_db
+def test_the_counts_stream_opens_with_the_dashboards_status_table(owner, other_user, staff_api):
+    submitted(owner)
+    submitted(other_user)
+    run_to_success(submitted(owner), {})
+    cache.delete(dashboard.COUNTS_KEY)
+    counts = first_counts(staff_api.get(COUNTS_URL))
+    statuses = counts["statuses"]
+    assert list(statuses) == [str(status) for status in dashboard.STATUS_ORDER]
+    assert statuses["queued"] == {"live": 2, "hour": 2, "day": 2, "week": 2}  # every owner's
+    assert statuses["running"]["live"] == 0 and statuses["succeeded"]["live"] is None
+    assert counts["computed_at"]
+
+
+@pytest.mark.django_db
+def test_the_counts_stream_sends_the_table_again_only_when_it_changed(owner):
+    stream = CountsStream()
+    cache.delete(dashboard.COUNTS_KEY)
+    assert [frame.split("\n", 1)[0] for frame in stream.start()] == ["retry: 5000", "event: counts"]
+    assert stream.read() == []  # nothing changed
+    submitted(owner)
+    cache.delete(dashboard.COUNTS_KEY)  # as COUNTS_SECONDS later
+    (sent,) = parse_frames("".join(stream.read()))
+    assert sent.data["statuses"]["queued"]["live"] == 1
+    assert stream.read() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_counts_stream_under_uvicorn_wakes_on_any_owners_change(staff, owner, web_env, start_web):
+    web = start_web(web_env, uvicorn_command(), name="counts-stream")
+    token = RefreshToken.for_user(staff).access_token
+    stream = EventStream(web.url(COUNTS_URL), {"Authorization": f"Bearer {token}"})
+    assert stream.status == 200
+    (opened,) = stream.events(until=lambda event: event.event == "counts")
+    assert opened.data["statuses"]["queued"]["live"] == 0
+    submitted(owner)  # someone else's task: the Redis wake-up after its commit
+    (changed,) = stream.events(until=lambda event: event.event == "counts", timeout=15)
+    stream.close()
+    assert changed.data["statuses"]["queued"]["live"] == 1
+    assert changed.data["computed_at"] > opened.data["computed_at"]
