@@ -7,7 +7,9 @@ paths the ASGI entry point routes here (taskflow_site/asgi.py): the view itself 
 authentication, permissions and errors) runs once on the shared thread pool, its JSON answer
 or error goes out at once, and a streaming body is then pumped by the event loop alone, until
 it ends or the client leaves. Django's middleware does not run for these paths: the view
-checks the host, and one log line records each stream.
+checks the host, a browser's request gets its session and user as the session and
+authentication middlewares would give them (the admin's pages open streams with their
+session cookie), and one log line records each stream.
 """
 
 import asyncio
@@ -16,13 +18,30 @@ import time
 
 import structlog
 from asgiref.sync import sync_to_async
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.urls import Resolver404, resolve
 
+from .browser_middleware import is_api_client_call
+
 logger = structlog.get_logger(__name__)
+
+
+def _not_called(request):
+    raise AssertionError("a stream's view is called by _respond, not by a middleware")
+
+
+def _with_session(request) -> None:
+    """A browser's request as Django's session and authentication middlewares leave it (DRF's
+    SessionAuthentication reads its user from there); an API client's call brings its own
+    credentials, as the site's own middlewares decide (browser_middleware)."""
+    if not is_api_client_call(request):
+        SessionMiddleware(_not_called).process_request(request)
+        AuthenticationMiddleware(_not_called).process_request(request)
 
 
 def _respond(request) -> HttpResponse:
@@ -34,6 +53,7 @@ def _respond(request) -> HttpResponse:
         return HttpResponseBadRequest()
     except Resolver404:
         return HttpResponse(status=404)
+    _with_session(request)
     response = match.func(request, *match.args, **match.kwargs)
     if hasattr(response, "render") and not response.streaming:
         response.render()
