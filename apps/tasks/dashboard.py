@@ -72,23 +72,25 @@ def dashboard_recent(*, refresh: bool = False) -> dict:
 
 
 def status_counts() -> dict:
-    """The status table for the live counts stream: each state's count now (waiting and running
-    states) and in the last hour, at most COUNTS_SECONDS old; the day and week columns from the
-    history part (HISTORY_SECONDS), as the page shows them."""
-    hour = {"hour": timedelta(hours=1)}
+    """The status table for the live counts stream, at most COUNTS_SECONDS old: the waiting and
+    running states from the table (now, and created in each window: one index-only scan of
+    their few rows), the final states' last hour from the rollups; their day and week move
+    slowly and come from the history part (HISTORY_SECONDS), as on the page."""
+    windows = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
     recent = _cached(
         COUNTS_KEY,
         COUNTS_SECONDS,
         lambda now: {
-            "created": selectors.live_counts(now=now, windows=hour),
-            "finished": selectors.finished_by_status(now=now, windows=hour),
+            "created": selectors.live_counts(now=now, windows=windows),
+            "finished": selectors.finished_by_status(now=now, windows={"hour": windows["hour"]}),
         },
         refresh=False,
     )
+    history = {"created": recent["created"], "finished": dashboard_history()["finished"]}
     columns = ("live", "hour", "day", "week")
     return {
         "computed_at": recent["computed_at"].isoformat(),
-        "statuses": {row["status"]: {c: row[c] for c in columns} for row in status_rows(recent, dashboard_history())},
+        "statuses": {row["status"]: {c: row[c] for c in columns} for row in status_rows(recent, history)},
     }
 
 

@@ -3,14 +3,15 @@ and a real Celery worker. Screenshots go to artifacts/screenshots/."""
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
 
-from apps.tasks import services
+from apps.tasks import rollups, services
 from apps.tasks.models import Task, TaskStatus
 from conftest import PASSWORD
-from tests.support.processes import wait_for
+from tests.support.processes import uvicorn_command, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
@@ -126,17 +127,28 @@ def test_a_viewer_sees_the_task_but_no_retry_button_and_no_bulk_actions(browser,
     screenshot(page, "04-viewer-task-page-without-buttons")
 
 
-def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, live_server, operator, failed_task):
-    page = log_in(browser, live_server, operator)
+@pytest.fixture
+def asgi_server(web_env, start_web):
+    """The app as deployed for pages with a never-ending stream (the dashboard): the ASGI entry
+    point under uvicorn, whose streams end as soon as the browser leaves. (The test server's
+    WSGI thread would hold a stream, its slot and one of the process' two WSGI streams until
+    its next write fails, into later tests.)"""
+    return SimpleNamespace(url=start_web(web_env, uvicorn_command(), name="asgi").url(""))
+
+
+def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, asgi_server, operator, failed_task):
+    page = log_in(browser, asgi_server, operator)
     page.click("text=Dashboard")
     page.wait_for_selector("#worker-list", timeout=20_000)
     assert "worker-" in page.inner_text("#worker-list")
     assert page.locator("svg.tf-chart").count() == 2
+    page.wait_for_function("document.getElementById('counts-state').textContent.startsWith('Counts live')")
     page.click("#refresh-toggle")
     assert page.inner_text("#refresh-state") == "Auto-refresh paused."
     screenshot(page, "05-dashboard")
     page.click("#refresh-toggle")  # leave the browser's storage as it was
-    assert page.inner_text("#refresh-state").startswith("Refreshing every")
+    assert page.inner_text("#refresh-state") == "Other panels refreshed every 15 s."
+    page.close()
 
 
 def test_an_operator_picks_an_owner_in_the_filter_and_the_list_narrows_to_their_tasks(
@@ -207,3 +219,39 @@ def test_an_operator_searches_by_payload_and_sees_how_many_failed_tasks_a_retry_
     assert "payload.customer=42" in page.inner_text("#content")
     screenshot(page, "08-operator-retry-matching-payload-search")
     assert Task.objects.filter(status=TaskStatus.FAILED).count() == 4  # a count only: nothing retried yet
+
+
+def test_the_dashboards_counts_follow_the_live_stream_without_reloading(
+    browser, asgi_server, operator, owner, celery_worker
+):
+    page = log_in(browser, asgi_server, operator)
+    page.click("text=Dashboard")
+    page.wait_for_url("**/dashboard/")
+    page.evaluate("window.tfNotReloaded = true")  # gone if the page reloads
+    page.wait_for_function("document.getElementById('counts-state').textContent.startsWith('Counts live')")
+    assert page.inner_text("#refresh-state") == "Other panels refreshed every 15 s."
+
+    def shown(status: str, column: str) -> str:
+        cell = f'#status-counts tr[data-status="{status}"] [data-column="{column}"]'
+        return f"document.querySelector('{cell}').textContent"
+
+    assert page.evaluate(shown("running", "live")) == "0"
+    assert page.evaluate(shown("succeeded", "hour")) == "0"
+    task, _ = services.task_submit(
+        owner=owner, spec=services.TaskSpec(kind="demo.sleep", payload={"seconds": 4, "steps": 2}, title="Export")
+    )
+    # Submitted, then claimed by the worker: counted as running while it runs.
+    page.wait_for_function(f"{shown('running', 'live')} === '1' && {shown('running', 'hour')} === '1'", timeout=20_000)
+    screenshot(page, "10-dashboard-live-counts")
+
+    def succeeded():
+        task.refresh_from_db()
+        return task.status == TaskStatus.SUCCEEDED
+
+    wait_for(succeeded, timeout=30, message="the task to succeed")
+    page.wait_for_function(f"{shown('running', 'live')} === '0'", timeout=20_000)
+    # Finished tasks are counted from the rollups (beat refreshes them; here by hand).
+    rollups.refresh()
+    page.wait_for_function(f"{shown('succeeded', 'hour')} === '1'", timeout=20_000)
+    assert page.evaluate("window.tfNotReloaded") is True
+    page.close()

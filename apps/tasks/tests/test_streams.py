@@ -2,9 +2,12 @@
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -223,9 +226,33 @@ def test_the_counts_stream_under_uvicorn_wakes_on_any_owners_change(staff, owner
     stream = EventStream(web.url(COUNTS_URL), {"Authorization": f"Bearer {token}"})
     assert stream.status == 200
     (opened,) = stream.events(until=lambda event: event.event == "counts")
-    assert opened.data["statuses"]["queued"]["live"] == 0
-    submitted(owner)  # someone else's task: the Redis wake-up after its commit
+    assert opened.data["statuses"]["pending"]["live"] == 0
+    # Someone else's task, due in an hour (waiting even if a worker of another test runs):
+    # the Redis wake-up after its commit.
+    later = timezone.now() + timedelta(hours=1)
+    task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={"echo": 1}, run_at=later))
     (changed,) = stream.events(until=lambda event: event.event == "counts", timeout=15)
     stream.close()
-    assert changed.data["statuses"]["queued"]["live"] == 1
+    assert changed.data["statuses"]["pending"]["live"] == 1
     assert changed.data["computed_at"] > opened.data["computed_at"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_browsers_session_opens_streams_under_uvicorn_as_the_admin_pages_do(staff, owner, web_env, start_web, client):
+    web = start_web(web_env, uvicorn_command(), name="session-streams")
+    client.force_login(staff)
+    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"}
+    counts = EventStream(web.url(COUNTS_URL), cookie)
+    assert counts.status == 200
+    assert [event.event for event in counts.events(until=lambda event: event.event == "counts")] == ["counts"]
+    counts.close()
+    task = submitted(owner)
+    run_to_success(task, {})
+    history = EventStream(web.url(stream_url(task)), cookie)  # staff see every task's stream
+    assert history.status == 200
+    assert list(history.events(until=lambda event: event.event == "end"))[-1].data["status"] == "succeeded"
+    history.close()
+    client.logout()
+    refused = EventStream(web.url(COUNTS_URL), cookie)  # the session is gone
+    assert refused.status == 401
+    refused.close()
