@@ -255,3 +255,16 @@ def test_the_dashboards_counts_follow_the_live_stream_without_reloading(
     page.wait_for_function(f"{shown('succeeded', 'hour')} === '1'", timeout=20_000)
     assert page.evaluate("window.tfNotReloaded") is True
     page.close()
+
+
+def test_without_its_stream_the_dashboard_reloads_every_15_seconds(browser, live_server, operator, settings):
+    settings.STREAMS_PER_USER = 0  # every stream refused (a 429), as when none can be served
+    page = log_in(browser, live_server, operator)
+    page.click("text=Dashboard")
+    page.wait_for_url("**/dashboard/")
+    page.evaluate("window.tfNotReloaded = true")
+    page.wait_for_function("document.getElementById('counts-state').textContent === 'Live counts unavailable.'")
+    assert page.inner_text("#refresh-state") == "Refreshing every 15 s."
+    page.wait_for_function("window.tfNotReloaded === undefined", timeout=30_000)
+    page.wait_for_selector("#status-counts")
+    page.close()
