@@ -19,7 +19,9 @@ STREAM_PATH = re.compile(r"^/api/tasks/(?:(?:[0-9a-fA-F-]{36}/)?events|counts)/s
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http" and scope.get("method") == "GET" and STREAM_PATH.match(scope["path"]):
+    if scope["type"] == "lifespan":  # Django has no lifespan; open streams close at shutdown
+        await streaming.lifespan(receive, send)
+    elif scope["type"] == "http" and scope.get("method") == "GET" and STREAM_PATH.match(scope["path"]):
         if not scope["path"].endswith("/"):
             scope = {**scope, "path": scope["path"] + "/"}
         await streaming.serve(scope, receive, send)

@@ -10,6 +10,11 @@ it ends or the client leaves. Django's middleware does not run for these paths: 
 checks the host, a browser's request gets its session and user as the session and
 authentication middlewares would give them (the admin's pages open streams with their
 session cookie), and one log line records each stream.
+
+A stopping server (uvicorn, SIGTERM) cancels the streams still open after its graceful
+timeout; each ends its response cleanly, so its client reconnects elsewhere with
+Last-Event-ID, and gives its slot back at once rather than when it would expire. The server
+then runs the ASGI lifespan's shutdown, where `lifespan` waits for them before the process exits.
 """
 
 import asyncio
@@ -29,6 +34,11 @@ from django.urls import Resolver404, resolve
 from .browser_middleware import is_api_client_call
 
 logger = structlog.get_logger(__name__)
+
+# How long a stopping server waits for the streams it cut to close (seconds).
+CLOSE_SECONDS = 2.0
+# The tasks serving an open stream in this process.
+_open_streams: set[asyncio.Task] = set()
 
 
 def _not_called(request):
@@ -88,11 +98,38 @@ async def serve(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": b""})
 
     pumping, leaving = asyncio.ensure_future(pump()), asyncio.ensure_future(_until_disconnect(receive))
+    serving = asyncio.current_task()
+    _open_streams.add(serving)
+    cut = False
     try:
         await asyncio.wait({pumping, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        cut = True  # the server is stopping (see the module)
     finally:
         for task in (pumping, leaving):
             task.cancel()
-        await asyncio.gather(pumping, leaving, return_exceptions=True)
-        response.close()
-        logger.info("stream_closed", path=request.path, user_id=user_id, seconds=round(time.monotonic() - started, 1))
+        try:
+            await asyncio.gather(pumping, leaving, return_exceptions=True)
+        finally:
+            # Also if this wait is cancelled in turn.
+            response.close()
+            _open_streams.discard(serving)
+            seconds = round(time.monotonic() - started, 1)
+            logger.info("stream_closed", path=request.path, user_id=user_id, seconds=seconds, cut=cut)
+    if cut:
+        # A clean end of the response: the client reconnects (with Last-Event-ID) elsewhere.
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def lifespan(receive, send) -> None:
+    """The ASGI lifespan protocol: nothing to start; at shutdown, the streams the server cut
+    (uvicorn cancels them, then calls this without waiting for them) close before it exits."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if _open_streams:
+                await asyncio.wait(set(_open_streams), timeout=CLOSE_SECONDS)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -129,8 +129,9 @@ def test_streams_run_the_same_uvicorn_command_on_the_asgi_entry_point_everywhere
     module, attribute = ASGI_APP.split(":")
     assert module == asgi.__name__ and callable(getattr(asgi, attribute))
     assert option(command, "--host") == "0.0.0.0"
-    # Django's ASGI handler has no lifespan protocol; the app serves no WebSocket.
-    assert option(command, "--lifespan") == "off" and option(command, "--ws") == "none"
+    # The entry point's lifespan lets the streams a stopping server cut give their slots back
+    # (apps/core/streaming.py); the app serves no WebSocket.
+    assert option(command, "--lifespan") == "on" and option(command, "--ws") == "none"
     assert "--workers" not in command, "one process per container or pod: scale those instead"
 
 

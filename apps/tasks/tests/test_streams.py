@@ -1,5 +1,7 @@
 """Live task events over server-sent events: the history replayed, then live, on the real servers."""
 
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -16,7 +18,7 @@ from apps.tasks.models import Task, TaskEvent
 from apps.tasks.streams import CountsStream
 from apps.tasks.submission import TaskSpec, task_submit
 from conftest import client_for
-from tests.support.processes import uvicorn_command, wait_for
+from tests.support.processes import procfile_streams_command, uvicorn_command, wait_for
 from tests.support.sse import EventStream, close_streamed, parse_frames
 
 
@@ -151,6 +153,27 @@ def test_the_owners_stream_carries_only_their_tasks_filtered_by_status(
     stream.close()
     assert [(event.data["task"], event.data["to_status"]) for event in received] == [(str(mine.pk), "succeeded")]
     assert Task.objects.get(pk=theirs.pk).owner == other_user
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_streams_process_ends_its_streams_cleanly_and_gives_their_slots_back(
+    owner, web_env, start_web, redis_client
+):
+    web = start_web(web_env, procfile_streams_command(), name="streams-stop")  # the deployed command
+    token = RefreshToken.for_user(owner).access_token
+    stream = EventStream(web.url("/api/tasks/events/stream/"), {"Authorization": f"Bearer {token}"})
+    assert stream.status == 200
+    slots = f"taskflow:streams:user:{owner.pk}"
+    assert redis_client.zcard(slots) == 1
+    os.killpg(web.process.pid, signal.SIGTERM)  # as Kubernetes and compose stop it
+    # The response ends (a cut connection would raise): the client reconnects, elsewhere.
+    assert list(stream.events(timeout=30)) == []
+    stream.close()
+    web.process.wait(timeout=30)  # uvicorn then ends itself by the signal it got (-15)
+    assert redis_client.zcard(slots) == 0  # at once, not when the slot would expire
+    log = web.read_log()
+    assert '"event": "stream_closed"' in log and '"cut": true' in log
+    assert "Application shutdown complete" in log and "Exception in ASGI application" not in log
 
 
 # --- The staff's counts stream (the admin dashboard) ------------------------------------------
