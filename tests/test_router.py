@@ -10,9 +10,11 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from apps.tasks import services
@@ -98,12 +100,13 @@ def stack(web_env, start_web, tmp_path):
 
 def test_the_router_sends_streams_to_uvicorn_unbuffered_and_the_rest_to_gunicorn(stack, owner, staff):
     web, streams, router = stack
-    for n in range(2):
-        services.task_submit(owner=owner, spec=services.TaskSpec(kind="demo.noop", payload={"echo": n}))
-    task = services.TaskSpec(kind="demo.noop", payload={"echo": 2})
-    task, _ = services.task_submit(owner=owner, spec=task)
-    claimed = services.task_claim(task_id=task.pk, worker="test-worker")
-    services.task_succeed(task=claimed, result={"echo": 2})
+    # Due in an hour, so that no worker (of another test) runs them; one cancelled (final).
+    later = timezone.now() + timedelta(hours=1)
+    tasks = [
+        services.task_submit(owner=owner, spec=services.TaskSpec(kind="demo.noop", payload={"n": n}, run_at=later))[0]
+        for n in range(3)
+    ]
+    task = services.task_cancel(task=tasks[2], actor=owner)
     owner_auth = {"Authorization": f"Bearer {RefreshToken.for_user(owner).access_token}"}
 
     # The API through the router, from gunicorn; its next page points back at the router.
@@ -119,14 +122,14 @@ def test_the_router_sends_streams_to_uvicorn_unbuffered_and_the_rest_to_gunicorn
     stream.close()
     history = list(TaskEvent.objects.filter(task=task).order_by("id").values_list("id", flat=True))
     assert [event.id for event in events if event.id is not None] == history
-    assert events[-1].data == {"task": str(task.pk), "status": "succeeded"}
+    assert events[-1].data == {"task": str(task.pk), "status": "cancelled"}
 
     # The staff's counts stream: the first event reaches the client while the stream stays open.
     staff_auth = {"Authorization": f"Bearer {RefreshToken.for_user(staff).access_token}"}
     counts = EventStream(router.url("/api/tasks/counts/stream"), staff_auth, timeout=10)
     (opened,) = counts.events(until=lambda event: event.event == "counts", timeout=10)
     counts.close()
-    assert opened.data["statuses"]["queued"]["live"] == 2
+    assert opened.data["statuses"]["pending"]["live"] == 2
 
     opened_by_streams = [
         json.loads(line)["path"] for line in streams.read_log().splitlines() if '"event": "stream_opened"' in line

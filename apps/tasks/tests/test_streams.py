@@ -269,12 +269,14 @@ def test_a_browsers_session_opens_streams_under_uvicorn_as_the_admin_pages_do(st
     assert counts.status == 200
     assert [event.event for event in counts.events(until=lambda event: event.event == "counts")] == ["counts"]
     counts.close()
-    task = submitted(owner)
-    run_to_success(task, {})
-    history = EventStream(web.url(stream_url(task)), cookie)  # staff see every task's stream
+    # Someone else's task, due in an hour (no worker of another test takes it): staff see its stream.
+    later = timezone.now() + timedelta(hours=1)
+    task, _ = task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={"echo": 1}, run_at=later))
+    history = EventStream(web.url(stream_url(task)), cookie)
     assert history.status == 200
-    assert list(history.events(until=lambda event: event.event == "end"))[-1].data["status"] == "succeeded"
+    (entry,) = history.events(until=lambda event: event.event == "task")
     history.close()
+    assert entry.id == TaskEvent.objects.get(task=task).pk and entry.data["task"] == str(task.pk)
     client.logout()
     refused = EventStream(web.url(COUNTS_URL), cookie)  # the session is gone
     assert refused.status == 401
