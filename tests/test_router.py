@@ -78,7 +78,7 @@ class Router:
 
     def stop(self):
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)  # nginx's graceful stop; its workers follow
+            self.process.send_signal(signal.SIGTERM)  # nginx's fast stop; its workers follow
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
