@@ -21,6 +21,7 @@
     const countsState = document.getElementById("counts-state");
     let timer = null;
     let live = false;
+    let lostAt = null; // when the stream broke, while the browser reconnects it
 
     function paused() { return window.localStorage.getItem(KEY) === "1"; }
     function render() {
@@ -35,8 +36,10 @@
       timer = paused() ? null : window.setTimeout(tick, seconds * 1000);
     }
     function tick() {
-      // Never ?refresh=1 again: that recomputes the rollups, once is what was asked.
-      if (!live) { window.location.replace(window.location.pathname); return; }
+      // A stream that ends (every 15 minutes) is back within seconds; one gone longer than a
+      // period counts as unavailable. Never ?refresh=1 again: that recomputes the rollups.
+      const lost = lostAt !== null && Date.now() - lostAt >= seconds * 1000;
+      if (!live || lost) { window.location.replace(window.location.pathname); return; }
       refreshPanels().finally(schedule);
     }
     toggle.addEventListener("click", function () {
@@ -89,15 +92,15 @@
       if (!url || !window.EventSource) { fallBack(); return; }
       const source = new EventSource(url);
       source.addEventListener("counts", function (message) {
+        lostAt = null;
         applyCounts(JSON.parse(message.data));
         if (!live) { live = true; render(); }
       });
       source.onerror = function () {
         if (source.readyState === EventSource.CLOSED) { fallBack(); return; }
-        // The browser reconnects by itself; the page timer reloads if that takes too long.
-        live = false;
+        // The browser reconnects by itself (the server sends its table again on connect).
+        if (lostAt === null) lostAt = Date.now();
         countsState.textContent = "Reconnecting…";
-        render();
       };
     }
 
