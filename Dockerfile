@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# TaskFlow image: one image for web, worker, beat and the migrate job; only the command differs
+# TaskFlow image: one image for web, streams, worker, beat and the migrate job; only the command differs
 # (see the Procfile, docker-compose.yml and deploy/k8s/, which run the same commands).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -31,9 +31,10 @@ RUN DEBUG=false SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python man
     && mkdir -p /app/var \
     && chown -R 10001:10001 /app/var
 USER 10001:10001
-# 8000: gunicorn (web, including /metrics); 9808: the worker's metrics endpoint.
-EXPOSE 8000 9808
-# For the web container. docker-compose overrides it for worker and beat, which serve no HTTP.
+# 8000: gunicorn (web, including /metrics); 8001: uvicorn (streams); 9808: the worker's metrics endpoint.
+EXPOSE 8000 8001 9808
+# For the web container. docker-compose overrides it for streams (port 8001), and for worker
+# and beat, which serve no HTTP.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 CMD ["gunicorn", "--config", "deploy/gunicorn.conf.py", "taskflow_site.wsgi"]

@@ -21,6 +21,12 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 	$(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt
 	touch $@
 
+# The Procfile's processes `make run` starts: all but `streams`. In the embedded mode the web
+# process serves live streams itself (a thread each, at most two per gunicorn process: enough
+# for one person's admin pages and CLI), so the one address http://127.0.0.1:$(PORT)/ is all
+# there is; the streams process is for deployments with a router in front (docs/deploying.md).
+EMBEDDED_PROCESSES := web worker webhooks beat
+
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_demo_user
@@ -28,7 +34,7 @@ run: $(BIN)/.installed
 	@echo "TaskFlow on http://127.0.0.1:$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
 	@# --env /dev/null: honcho would read a .env (the README's copy of .env.example for docker
 	@# compose: DEBUG=false, secure cookies) into web, worker and beat, but not into the steps above.
-	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile --env /dev/null
+	PATH="$(abspath $(BIN)):$$PATH" HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile --env /dev/null $(EMBEDDED_PROCESSES)
 
 # The import contracts (pyproject.toml) first: a wrong-way import fails in seconds, not after the suite.
 test: $(BIN)/.installed-dev

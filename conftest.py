@@ -31,11 +31,11 @@ def forget_remembered_credentials():
 
 @pytest.fixture(autouse=True)
 def forget_concurrency_limits():
-    """Each test starts without the limits a previous test's rows left in this process's cache
-    (a rolled-back test deletes them without the signal that drops the cache)."""
+    """Each test reads the concurrency limits afresh (a process keeps them for a second), and
+    the fair claim's quick path starts untried in every queue."""
     from apps.tasks import fairness
 
-    fairness.forget_limits()
+    fairness.forget()
 
 
 @pytest.fixture
@@ -294,7 +294,6 @@ def _role(name: str):
     if not Group.objects.filter(name=name).exists():
         importlib.import_module("apps.accounts.migrations.0002_roles").create_roles(apps, None)
         importlib.import_module("apps.accounts.migrations.0003_schedule_and_webhook_roles").add_permissions(apps, None)
-        importlib.import_module("apps.accounts.migrations.0005_concurrency_limit_roles").add_permissions(apps, None)
     return Group.objects.get(name=name)
 
 

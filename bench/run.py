@@ -821,17 +821,22 @@ class Bench:
             # Per process: a backend that closed in between (CONN_MAX_AGE) must not count negative.
             return sum(now - before.get(pid, 0.0) for pid, now in cpu_by_process().items())
 
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-
         def timed(paths: list[str]) -> tuple[list[float], float]:
-            """Milliseconds of each request, and CPU milliseconds per request."""
+            """Milliseconds of each request, and CPU milliseconds per request.
+
+            One keep-alive connection per batch: gunicorn closes one idle for `keepalive` (5 s),
+            and the counts and EXPLAINs between batches can take longer on a loaded machine."""
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
             cpu, times = cpu_by_process(), []
-            for path in paths:
-                started = time.perf_counter()
-                status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
-                times.append((time.perf_counter() - started) * 1000)
-                if status != 200:
-                    raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+            try:
+                for path in paths:
+                    started = time.perf_counter()
+                    status, body = self.http("GET", path, key=self.prep["staff_key"], conn=conn)
+                    times.append((time.perf_counter() - started) * 1000)
+                    if status != 200:
+                        raise RuntimeError(f"{path} answered {status}: {body[:300]!r}")
+            finally:
+                conn.close()
             return times, cpu_since(cpu) * 1000 / len(paths)
 
         def explained(column: str, template: dict) -> tuple[float, set[str]]:
@@ -896,7 +901,6 @@ class Bench:
                 f"  search {name}: median {median(values):.1f} ms (plain list {median(times['list']):.1f} ms), "
                 f"SQL {median(ms for ms, _ in sql):.2f} ms via {sorted(set().union(*(n for _, n in sql)))}"
             )
-        conn.close()
 
         def set_indexes(present: bool) -> None:
             for index, definition in indexes.items():

@@ -2,6 +2,12 @@
 
     .venv/bin/python -m bench.streams                  # 200 streams, 30 s idle each side
     .venv/bin/python -m bench.streams --streams 500 --seconds 60
+    .venv/bin/python -m bench.streams --counts --streams 50 --changes 15   # open admin dashboards
+
+--counts holds the staff's counts stream (`GET /api/tasks/counts/stream/`, the admin
+dashboard's) instead, and --changes N makes N task changes a second meanwhile (a task due in
+an hour submitted, then cancelled: two changes), from a process of its own; the result then
+also says how many counts events each stream got (at most one a second, whatever the changes).
 
 Starts uvicorn (one process, the deployed ASGI entry point) on the bench database, measures
 its resident memory, threads and CPU seconds (from /proc) while idle with no stream, then opens
@@ -23,6 +29,22 @@ from pathlib import Path
 from bench.run import BASE_DIR, DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, PYTHON, Service, log
 
 RESULTS = BASE_DIR / "bench" / "results" / "streams.json"
+COUNTS_RESULTS = BASE_DIR / "bench" / "results" / "streams-counts.json"
+OWNER_PATH, COUNTS_PATH = "/api/tasks/events/stream/", "/api/tasks/counts/stream/"
+# Run by `manage.py shell` for --changes: a task due in an hour submitted, then cancelled.
+CHURN = """
+import time
+from datetime import timedelta
+from django.utils import timezone
+from apps.accounts.models import User
+from apps.tasks import services
+owner, _ = User.objects.get_or_create(email="churn@bench.local")
+pause, end = 2 / {changes}, time.monotonic() + {seconds}
+while time.monotonic() < end:
+    spec = services.TaskSpec(kind="demo.noop", payload={{}}, run_at=timezone.now() + timedelta(hours=1))
+    services.task_cancel(task=services.task_submit(owner=owner, spec=spec)[0], actor=owner)
+    time.sleep(pause)
+"""
 PORT = 8795
 
 
@@ -45,15 +67,18 @@ def idle(pid: int, seconds: float) -> dict:
     return {**after, "cpu_per_second": (after["cpu_seconds"] - before["cpu_seconds"]) / seconds}
 
 
-async def hold_streams(port: int, token: str, count: int, seconds: float, ready: asyncio.Event) -> int:
+async def hold_streams(
+    port: int, token: str, count: int, seconds: float, ready: asyncio.Event, path: str = OWNER_PATH
+) -> list[int]:
+    """Open `count` streams, hold them `seconds` (+5) reading what comes; the events each got."""
     opened = 0
 
-    async def one():
+    async def one() -> int:
         nonlocal opened
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             (
-                "GET /api/tasks/events/stream/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
             ).encode()
         )
@@ -66,13 +91,19 @@ async def hold_streams(port: int, token: str, count: int, seconds: float, ready:
         opened += 1
         if opened == count:
             ready.set()
+        events, end = 0, time.monotonic() + seconds + 5
         try:
-            await asyncio.sleep(seconds + 5)
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), left)
+                except TimeoutError:
+                    break
+                events += line.startswith(b"event: ")
         finally:
             writer.close()
+        return events
 
-    await asyncio.gather(*(one() for _ in range(count)))
-    return opened
+    return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
 def main(argv=None) -> int:
@@ -82,8 +113,11 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--port", type=int, default=PORT)
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--counts", action="store_true", help="the staff's counts stream (admin dashboards)")
+    parser.add_argument("--changes", type=float, default=0, help="task changes a second while the streams are open")
+    parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
+    output = args.output or (COUNTS_RESULTS if args.counts else RESULTS)
 
     work = Path(tempfile.mkdtemp(prefix="taskflow-bench-streams-"))
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {
@@ -110,6 +144,7 @@ def main(argv=None) -> int:
             "-c",
             "from apps.accounts.models import User; from rest_framework_simplejwt.tokens import AccessToken;"
             "u, _ = User.objects.get_or_create(email='streams@bench.local');"
+            "u.is_staff = u.is_superuser = True; u.save();"  # the counts stream is staff's
             "print(AccessToken.for_user(u))",
         )
         .stdout.strip()
@@ -125,16 +160,23 @@ def main(argv=None) -> int:
         log(f"idle without streams for {args.seconds:.0f} s")
         without = idle(pid, args.seconds)
 
+        path = COUNTS_PATH if args.counts else OWNER_PATH
+
         async def measure():
             ready = asyncio.Event()
-            holder = asyncio.create_task(hold_streams(args.port, token, args.streams, args.seconds, ready))
+            holder = asyncio.create_task(hold_streams(args.port, token, args.streams, args.seconds, ready, path))
             await asyncio.wait_for(ready.wait(), timeout=120)
-            log(f"{args.streams} streams open; idle for {args.seconds:.0f} s")
+            churn = None
+            if args.changes:
+                script = CHURN.format(changes=args.changes, seconds=args.seconds)
+                churn = subprocess.Popen([PYTHON, "manage.py", "shell", "-c", script], cwd=BASE_DIR, env=env)
+            log(f"{args.streams} streams open on {path}; {args.changes:g} changes/s for {args.seconds:.0f} s")
             figures = await asyncio.to_thread(idle, pid, args.seconds)
-            await holder
-            return figures
+            if churn is not None:
+                churn.wait(timeout=60)
+            return figures, await holder
 
-        with_streams = asyncio.run(measure())
+        with_streams, events = asyncio.run(measure())
     finally:
         server.stop()
     per_stream = {
@@ -145,15 +187,19 @@ def main(argv=None) -> int:
     }
     result = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "path": path,
         "streams": args.streams,
         "idle_seconds": args.seconds,
+        "task_changes_per_second": args.changes,
+        # Held seconds + 5; with --counts each stream's first event is the table on connect.
+        "events_per_stream": {"min": min(events), "max": max(events), "held_seconds": args.seconds + 5},
         "without_streams": without,
         "with_streams": with_streams,
         "per_stream": per_stream,
         "threads_added": with_streams["threads"] - without["threads"],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -67,6 +67,8 @@ OPERATIONS = {
 NOT_COVERED: dict[str, str] = {
     "tasks_events_stream_all": "the owner-wide live stream serves dashboards and browsers (EventSource); "
     "a script follows the tasks it submitted with tasks.events() and tasks.wait()",
+    "tasks_counts_stream": "the staff's live counts by status feed the admin dashboard (EventSource); "
+    "nothing a script submits or waits for",
 }
 
 # Response schemas -> the model that reads them. Lists (Paginated*) are unwrapped to their items.

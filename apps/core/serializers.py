@@ -49,10 +49,18 @@ def _iso_datetime(field):
     def render(value):
         if value.tzinfo is None:
             return field.to_representation(value)
-        text = value.astimezone(timezone.get_current_timezone()).isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
+        return _iso_text(value, timezone.get_current_timezone())
 
+    render.in_zone = lambda value, zone: (
+        field.to_representation(value) if value.tzinfo is None else _iso_text(value, zone)
+    )
     return render
+
+
+def _iso_text(value, zone) -> str:
+    """DRF's ISO 8601 text of an aware datetime in `zone` (UTC written as Z)."""
+    text = value.astimezone(zone).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _choice(field):
@@ -142,6 +150,69 @@ class CachedFieldsMixin:
             else:
                 representation[name] = attribute if converter is None else converter(attribute)
         return representation
+
+    # --- Rows: QuerySet.values() dicts rendered without model instances ---
+
+    @classmethod
+    def row_plan(cls):
+        """(the columns to read with QuerySet.values(), the plan of render_rows), built once per class.
+
+        A field with one source attribute reads its column, `owner.email` reads `owner__email`;
+        a method field `get_<name>` needs a `get_<name>_from_row(row)` beside it, reading the
+        columns the class lists in `row_columns`. A class whose fields cannot all be read
+        from rows raises TypeError: its representation needs model instances."""
+        plan = cls.__dict__.get("_cached_row_plan")
+        if plan is None:
+            # Built from the fields' plan, which takes the build lock itself; two threads
+            # building the same plan at once build equal ones.
+            plan = cls._cached_row_plan = cls._build_row_plan()
+        return plan
+
+    @classmethod
+    def _build_row_plan(cls):
+        fields_plan = cls._representation_plan()
+        if fields_plan is None:
+            raise TypeError(f"{cls.__name__} has fields that need model instances")
+        columns, steps = list(getattr(cls, "row_columns", ())), []
+        for name, field, how in fields_plan:
+            if field is None:
+                method = getattr(cls, f"{how}_from_row", None)
+                if method is None:
+                    raise TypeError(f"{cls.__name__}.{how} has no {how}_from_row")
+                steps.append((name, None, method, False))
+                continue
+            if field.source == "*":
+                raise TypeError(f"{cls.__name__}.{name} renders the whole object")
+            column = "__".join(field.source_attrs)
+            converter = how[1]
+            in_zone = getattr(converter, "in_zone", None)
+            steps.append((name, column, in_zone or converter, in_zone is not None))
+            if column not in columns:
+                columns.append(column)
+        return tuple(columns), tuple(steps)
+
+    def render_rows(self, rows) -> list[dict]:
+        """What `to_representation` makes of each instance, from the values() dicts of the
+        instances' rows (columns: `row_plan()[0]`). Pinned against DRF's own output by
+        apps/tasks/tests/test_serializers.py. The current time zone is looked up once."""
+        steps = self.row_plan()[1]
+        zone = timezone.get_current_timezone()
+        rendered = []
+        for row in rows:
+            representation = {}
+            for name, column, converter, zoned in steps:
+                if column is None:
+                    representation[name] = converter(self, row)
+                    continue
+                value = row[column]
+                if value is None or converter is None:
+                    representation[name] = value
+                elif zoned:
+                    representation[name] = converter(value, zone)
+                else:
+                    representation[name] = converter(value)
+            rendered.append(representation)
+        return rendered
 
 
 # --- A strict input contract ------------------------------------------------------------------

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 RECENT_KEY = "tasks:dashboard:recent:v2"
 LIMITS_KEY = "tasks:dashboard:limits:v1"
+COUNTS_KEY = "tasks:dashboard:counts:v1"
 HISTORY_KEY = "tasks:dashboard:history:v2"
 WORKERS_KEY = "tasks:dashboard:workers:v1"
 TOP_KINDS = 8
@@ -42,6 +43,9 @@ OWNERS_AT_LIMIT_SHOWN = 20
 CACHE_SECONDS = 10
 HISTORY_SECONDS = 300
 WORKERS_CACHE_SECONDS = 5
+# The status table as the staff's live counts stream sends it is read at most this often
+# (seconds), once for every open dashboard in every process (the cache is shared).
+COUNTS_SECONDS = 1
 # Seconds the workers panel waits for workers to answer a remote-control inspection.
 INSPECT_TIMEOUT = 1.0
 
@@ -68,6 +72,29 @@ def dashboard_recent(*, refresh: bool = False) -> dict:
         },
         refresh=refresh,
     )
+
+
+def status_counts() -> dict:
+    """The status table for the live counts stream, at most COUNTS_SECONDS old: the waiting and
+    running states from the table (now, and created in each window: one index-only scan of
+    their few rows), the final states' last hour from the rollups; their day and week move
+    slowly and come from the history part (HISTORY_SECONDS), as on the page."""
+    windows = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
+    recent = _cached(
+        COUNTS_KEY,
+        COUNTS_SECONDS,
+        lambda now: {
+            "created": selectors.live_counts(now=now, windows=windows),
+            "finished": selectors.finished_by_status(now=now, windows={"hour": windows["hour"]}),
+        },
+        refresh=False,
+    )
+    history = {"created": recent["created"], "finished": dashboard_history()["finished"]}
+    columns = ("live", "hour", "day", "week")
+    return {
+        "computed_at": recent["computed_at"].isoformat(),
+        "statuses": {row["status"]: {c: row[c] for c in columns} for row in status_rows(recent, history)},
+    }
 
 
 def dashboard_history(*, refresh: bool = False) -> dict:
@@ -218,6 +245,25 @@ STATUS_ORDER = [
 ]
 
 
+def status_rows(recent: dict, history: dict) -> list[dict]:
+    """The status table's rows from the recent part (live counts, the hour) and the history part."""
+    rows = []
+    for status in STATUS_ORDER:
+        # Live states: created in the window and still there; final ones: reached in the window.
+        source = "finished" if status in FINAL_STATUSES else "created"
+        rows.append(
+            {
+                "status": str(status),
+                "label": TaskStatus(status).label,
+                "live": recent["created"][status]["now"] if status in selectors.LIVE_STATUSES else None,
+                "hour": recent[source][status]["hour"],
+                "day": history[source][status]["day"],
+                "week": history[source][status]["week"],
+            }
+        )
+    return rows
+
+
 def _age(data: dict) -> int:
     return max(int((timezone.now() - data["computed_at"]).total_seconds()), 0)
 
@@ -229,20 +275,6 @@ def dashboard_view(request, model_admin):
     recent, history = dashboard_recent(refresh=refresh), dashboard_history(refresh=refresh)
     limits = dashboard_limits(refresh=refresh)
     overview = limits["overview"]
-    status_rows = []
-    for status in STATUS_ORDER:
-        # Live states: created in the window and still there; final ones: reached in the window.
-        source = "finished" if status in FINAL_STATUSES else "created"
-        status_rows.append(
-            {
-                "status": status,
-                "label": TaskStatus(status).label,
-                "live": recent["created"][status]["now"] if status in selectors.LIVE_STATUSES else None,
-                "hour": recent[source][status]["hour"],
-                "day": history[source][status]["day"],
-                "week": history[source][status]["week"],
-            }
-        )
     rollup_state = rollups.state()
     kinds = history["kinds"]
     per_minute, per_hour = recent["per_minute"], history["per_hour"]
@@ -250,7 +282,7 @@ def dashboard_view(request, model_admin):
         **model_admin.admin_site.each_context(request),
         "title": "Task dashboard",
         "opts": model_admin.opts,
-        "status_rows": status_rows,
+        "status_rows": status_rows(recent, history),
         "minute_chart": bar_chart(
             per_minute, label_format="%H:%M", label_every=10, title="Finished tasks per minute, last hour"
         ),

@@ -29,6 +29,8 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 CHANNEL = "taskflow:task-changes"
+# A stream listening for ANY wakes on every message: the staff's dashboard counts.
+ANY = "*"
 OPEN_FLAG = "taskflow:streams:open"
 # An open stream renews OPEN_FLAG and its slot this often; both outlive it by one period.
 HEARTBEAT_SECONDS = 15
@@ -171,7 +173,7 @@ class AsyncHub:
                 await client.aclose()
 
     def _wake(self, keys: list[str]) -> None:
-        for key in keys:
+        for key in [*keys, ANY]:
             for event in self._waiters.get(key, ()):
                 event.set()
 
@@ -219,7 +221,7 @@ class SyncListener:
             except redis.RedisError:
                 self._pubsub = None
                 continue
-            if message and self.keys & set(message["data"].decode().split()):
+            if message and (ANY in self.keys or self.keys & set(message["data"].decode().split())):
                 return
 
     def close(self) -> None:

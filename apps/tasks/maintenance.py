@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from . import dispatch, metrics
+from . import dispatch, fairness, metrics
 from .models import FINAL_STATUSES, Task, TaskEvent
 from .retry_policy import after_failure
 from .state_machine import DISPATCH, REAP_TO_FAILED, REAP_TO_RETRY, REDISPATCH, WAKE
@@ -51,8 +51,14 @@ def _reap_expired_leases(now: datetime) -> int:
             limit=SWEEP_BATCH,
             skip_locked=True,
         )
-        transaction.on_commit(lambda: metrics.runs_lost(lost))
+        transaction.on_commit(lambda: _runs_lost(lost))
     return len(lost)
+
+
+def _runs_lost(lost: list[Task]) -> None:
+    metrics.runs_lost(lost)
+    for task in lost:  # a lost run's slot is free again: wake what a limit held back
+        fairness.slot_freed(task)
 
 
 def _redispatch_lost_wakeups(now: datetime) -> int:

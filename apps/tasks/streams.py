@@ -2,6 +2,7 @@
 
     GET /api/tasks/{id}/events/stream/          one task: its stored history, then live, until final
     GET /api/tasks/events/stream/?status=&kind= the caller's own tasks, from now on
+    GET /api/tasks/counts/stream/               staff: the dashboard's counts by status, as they change
 
 Each entry of a task's history is an `event: task` with `id: <event id>`; a client that
 reconnects with `Last-Event-ID` gets every entry after that one from the stored history, then
@@ -14,11 +15,17 @@ The owner's stream reads history across tasks, whose ids may commit out of order
 milliseconds: it looks back LATE_COMMIT_SECONDS for such entries, and after a reconnect may
 repeat one (ids are unique: skip what you have).
 
+The counts stream sends `event: counts` (the admin dashboard's status table, no id: it is a
+state, not history) on connect and whenever it changes: any task's change wakes it, and it
+reads at most once every COUNTS_SECONDS, so a busy system costs one read a second per stream
+(and one query a second for all of them: the figures are cached).
+
 Authentication, permissions, the rate limit and errors are the API's (a DRF view); the body
 is a generator the server streams. Under ASGI (uvicorn, see docs) a stream costs a coroutine;
 under WSGI it holds a thread, so a WSGI process serves at most WSGI_STREAMS_PER_PROCESS.
 """
 
+import asyncio
 import json
 import threading
 import time
@@ -33,12 +40,14 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers
 from rest_framework.exceptions import NotFound, Throttled, ValidationError
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.exceptions import ServiceUnavailable
 
-from .live import HEARTBEAT_SECONDS, SyncListener, hub, slots
+from . import dashboard
+from .live import ANY, HEARTBEAT_SECONDS, SyncListener, hub, slots
 from .models import FINAL_STATUSES, Task, TaskEvent, TaskStatus
 from .serializers import TaskEventSerializer
 
@@ -71,8 +80,21 @@ class EventStreamRenderer(renderers.BaseRenderer):
         return json.dumps(data).encode() if data is not None else b""
 
 
+def _reading(read):
+    """A stream's read: on a database error, leave no broken connection behind."""
+    try:
+        return read()
+    except (OperationalError, InterfaceError):
+        # A stream's reads may run on a thread no request cycle ever resets: leave no
+        # broken connection there for the next stream (this one ends; its client resumes).
+        connection.close()
+        raise
+
+
 class Stream:
     """What one stream has sent, and what to send next; every read is one query or two."""
+
+    min_interval = 0.0  # every wake-up is read at once
 
     def __init__(self, *, task: Task | None = None, owner=None, status=None, kind=None, after: int | None = None):
         self.task, self.owner, self.status, self.kind = task, owner, status, kind
@@ -104,13 +126,7 @@ class Stream:
         return frames + self.read()
 
     def read(self) -> list[str]:
-        try:
-            return self._history() + self._progress()
-        except (OperationalError, InterfaceError):
-            # A stream's reads may run on a thread no request cycle ever resets: leave no
-            # broken connection there for the next stream (this one ends; its client resumes).
-            connection.close()
-            raise
+        return _reading(lambda: self._history() + self._progress())
 
     def _history(self) -> list[str]:
         events = TaskEvent.objects.select_related("actor", "task").order_by("id")
@@ -169,11 +185,32 @@ class Stream:
         return not TaskEvent.objects.filter(task=self.task, id__gt=self.after).exists()
 
 
+class CountsStream:
+    """The dashboard's status table, sent when it changes; read at most once every COUNTS_SECONDS."""
+
+    keys = [ANY]
+    min_interval = float(dashboard.COUNTS_SECONDS)
+    finished = False
+
+    def __init__(self):
+        self.sent: dict | None = None
+
+    def start(self) -> list[str]:
+        return [f"retry: {int(POLL_SECONDS * 1000)}\n\n", *self.read()]
+
+    def read(self) -> list[str]:
+        counts = _reading(dashboard.status_counts)
+        if counts["statuses"] == self.sent:
+            return []
+        self.sent = counts["statuses"]
+        return [frame("counts", counts)]
+
+
 class _Body:
     """The response's content: the stream's frames, and its slot given back when the server
     closes the response (always, whether the client left or the stream ended)."""
 
-    def __init__(self, stream: Stream, user_id, slot: str, *, asgi: bool):
+    def __init__(self, stream: Stream | CountsStream, user_id, slot: str, *, asgi: bool):
         self.stream, self.user_id, self.slot, self.asgi = stream, user_id, slot, asgi
         self._frames = self._async_frames() if asgi else self._sync_frames()
         self._open = True
@@ -198,9 +235,11 @@ class _Body:
         stream, listener = self.stream, SyncListener(self.stream.keys)
         try:
             yield from stream.start()
-            started = beat = time.monotonic()
+            started = beat = read_at = time.monotonic()
             while not stream.finished and time.monotonic() - started < MAX_SECONDS:
                 listener.wait(POLL_SECONDS)
+                time.sleep(max(read_at + stream.min_interval - time.monotonic(), 0))
+                read_at = time.monotonic()
                 yield from stream.read()
                 if time.monotonic() - beat >= HEARTBEAT_SECONDS:
                     beat = time.monotonic()
@@ -213,9 +252,12 @@ class _Body:
         stream, read = self.stream, sync_to_async(self.stream.read)
         for chunk in await sync_to_async(stream.start)():
             yield chunk
-        started = beat = time.monotonic()
+        started = beat = read_at = time.monotonic()
         while not stream.finished and time.monotonic() - started < MAX_SECONDS:
             await hub.wait(stream.keys, POLL_SECONDS)
+            # Debounced: changes that come while it waits are read together.
+            await asyncio.sleep(max(read_at + stream.min_interval - time.monotonic(), 0))
+            read_at = time.monotonic()
             for chunk in await read():
                 yield chunk
             if time.monotonic() - beat >= HEARTBEAT_SECONDS:
@@ -233,7 +275,7 @@ class _StreamView(APIView):
             request.accepted_renderer, request.accepted_media_type = renderers.JSONRenderer(), "application/json"
         return super().finalize_response(request, response, *args, **kwargs)
 
-    def respond(self, request, stream: Stream) -> StreamingHttpResponse:
+    def respond(self, request, stream: Stream | CountsStream) -> StreamingHttpResponse:
         asgi = isinstance(request._request, ASGIRequest)
         if not asgi and not _wsgi_streams.acquire(blocking=False):
             raise ServiceUnavailable(
@@ -292,3 +334,31 @@ class OwnerEventStreamView(_StreamView):
             raise ValidationError({"kind": ["A kind's name."]})
         stream = Stream(owner=request.user, status=status, kind=kind, after=self.last_event_id(request))
         return self.respond(request, stream)
+
+
+class SeesEveryTask(BasePermission):
+    """Staff who may open the admin's task pages, as the admin dashboard requires."""
+
+    message = "Only staff with the tasks.view_task permission see every task's counts."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(
+            user.is_active
+            and user.is_staff
+            and (user.has_perm("tasks.view_task") or user.has_perm("tasks.change_task"))
+        )
+
+
+class CountsStreamView(_StreamView):
+    permission_classes = [IsAuthenticated, SeesEveryTask]
+
+    @extend_schema(
+        operation_id="tasks_counts_stream",
+        summary="Staff: every task's counts by status, live (server-sent events)",
+        description="`event: counts` on connect and whenever a count changes, at most once a second: "
+        "for each status `live` (tasks in it now; waiting and running states), `hour`, `day` and `week`.",
+        responses={(200, "text/event-stream"): str},
+    )
+    def get(self, request):
+        return self.respond(request, CountsStream())

@@ -12,5 +12,6 @@ urlpatterns = [
     # Live events (server-sent events); in production routed to the ASGI process.
     path("tasks/events/stream/", streams.OwnerEventStreamView.as_view(), name="task-events-stream-all"),
     path("tasks/<uuid:pk>/events/stream/", streams.TaskEventStreamView.as_view(), name="task-events-stream"),
+    path("tasks/counts/stream/", streams.CountsStreamView.as_view(), name="task-counts-stream"),
     *router.urls,
 ]

@@ -1,3 +1,5 @@
+import functools
+
 from django.db.models import Prefetch, prefetch_related_objects
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import condition
@@ -20,7 +22,6 @@ from .payload_schema import serializer_schema
 from .registry import kinds_for
 from .schedule_services import ScheduleSpec
 from .serializers import (
-    TASK_LIST_COLUMNS,
     KindSerializer,
     ScheduleInputSerializer,
     SchedulePreviewSerializer,
@@ -47,17 +48,26 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Task.objects.none()
-        queryset = Task.objects.visible_to(self.request.user).select_related("owner")
+        queryset = Task.objects.visible_to(self.request.user)
         if self.action == "list":
-            # The list leaves out the bulky fields (TaskListSerializer) and shows only the
-            # owner's email: neither read nor decode the rest.
-            queryset = queryset.only(*TASK_LIST_COLUMNS, "owner__email")
-        return queryset
+            return queryset  # read as rows by list()
+        return queryset.select_related("owner")
 
     def get_serializer_class(self):
         if self.action == "list":
             return TaskListSerializer
         return TaskDetailSerializer
+
+    def list(self, request, *args, **kwargs):
+        """The page is read as rows of the list's columns (QuerySet.values()) and rendered by
+        TaskListSerializer.render_rows: the JSON of the serializer, without building a model
+        instance for every row and owner (a quarter of a list request's CPU)."""
+        serializer = self.get_serializer()
+        rows = self.filter_queryset(_list_rows().all().visible_to(request.user))
+        page = self.paginate_queryset(rows)
+        if page is None:
+            return Response(serializer.render_rows(rows))
+        return self.get_paginated_response(serializer.render_rows(page))
 
     def get_object(self):
         task = super().get_object()
@@ -128,6 +138,13 @@ class TaskViewSet(OwnedObjectViewSetMixin, mixins.ListModelMixin, mixins.Retriev
         task = self.get_object()
         events = task.events.select_related("actor")
         return Response(TaskEventSerializer(events, many=True).data)
+
+
+@functools.cache
+def _list_rows():
+    """The list's values() query, set up once per process (a tenth of a list request's CPU
+    went to choosing the columns); every request works on a copy (`.all()`)."""
+    return Task.objects.values(*TaskListSerializer.row_plan()[0])
 
 
 # GET /api/kinds/ is cached this long (seconds): one entry for staff, one for everyone else.

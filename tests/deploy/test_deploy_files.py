@@ -39,7 +39,7 @@ DASHBOARD = BASE_DIR / "deploy" / "grafana" / "taskflow-dashboard.json"
 KUBERNETES_VERSION = "1.33.0"
 SECRET_EXAMPLE = "secret.example.yaml"
 # Compose services built from the TaskFlow image.
-TASKFLOW_SERVICES = ("migrate", "web", "worker", "webhooks", "beat")
+TASKFLOW_SERVICES = ("migrate", "web", "streams", "worker", "webhooks", "beat")
 WEB_PORT = 8000
 WORKER_METRICS_PORT = 9808
 # Variables set by compose and k8s ahead of the code that reads them (none at the moment).
@@ -646,8 +646,8 @@ def test_worker_termination_grace_outlasts_the_longest_task_time_limit():
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > settings.TASK_MAX_TIMEOUT
 
 
-@pytest.mark.parametrize("component", ["worker", "webhooks"])
-def test_each_worker_autoscaler_scales_its_own_deployment_on_cpu(component):
+@pytest.mark.parametrize("component", ["worker", "webhooks", "streams"])
+def test_each_autoscaler_scales_its_own_deployment_on_cpu(component):
     autoscaler = k8s_object("HorizontalPodAutoscaler", component)
     worker = k8s_object("Deployment", component)
     target = autoscaler["spec"]["scaleTargetRef"]
@@ -693,7 +693,7 @@ def test_prometheus_scrapes_web_metrics_on_the_web_port():
     assert job.get("metrics_path", "/metrics") == "/metrics"
     targets = [target for config in job["static_configs"] for target in config["targets"]]
     assert targets == [f"web:{WEB_PORT}"]
-    assert f"{WEB_PORT}:{WEB_PORT}" in compose_service("web")["ports"]
+    assert str(WEB_PORT) in [str(port) for port in compose_service("web")["expose"]]
     # Prometheus sends Host: web, which Django must accept.
     assert "web" in compose_service("web")["environment"]["ALLOWED_HOSTS"].split(",")
 

@@ -1,4 +1,5 @@
-"""The embedded mode as `make run` starts it: migrate, demo user, system jobs, then honcho on the Procfile.
+"""The embedded mode as `make run` starts it: migrate, demo user, system jobs, then honcho on the Procfile
+(its processes but `streams`).
 
 Nothing of the test run's environment reaches these processes (`make test` sets DATABASE_URL
 and REDIS_URL): the environment is built from scratch, so they run on SQLite, kombu's
@@ -16,6 +17,9 @@ from pathlib import Path
 
 from tests.support.processes import BASE_DIR, free_port, http
 
+# The Procfile's processes `make run` starts (the Makefile's EMBEDDED_PROCESSES; tests/deploy
+# checks they agree): web serves the live streams itself in the embedded mode.
+PROCESSES = ("web", "worker", "webhooks", "beat")
 # The variables a developer's shell has that the embedded mode may use; nothing TaskFlow reads.
 PASSED_THROUGH = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 READY_MARKERS = {
@@ -70,7 +74,7 @@ class EmbeddedStack:
         self.manage("register_system_jobs")
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (kept open for the process lifetime)
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile", "--env", os.devnull],
+            [str(Path(sys.executable).parent / "honcho"), "start", "-f", "Procfile", "--env", os.devnull, *PROCESSES],
             cwd=BASE_DIR,
             env=self.env,
             stdout=self.log,
@@ -101,7 +105,7 @@ class EmbeddedStack:
 
     def stop(self):
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # honcho stops web, worker and beat
+            self.process.send_signal(signal.SIGTERM)  # honcho stops the processes it started
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:

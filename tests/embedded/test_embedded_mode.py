@@ -18,6 +18,7 @@ import pytest
 from django.utils import timezone
 
 from tests.support.processes import http, wait_for
+from tests.support.sse import EventStream
 
 from .stack import EmbeddedStack
 
@@ -36,11 +37,16 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def call(stack):
-    """An HTTP call to the stack as the demo staff user, through a JWT from /api/auth/token/."""
+def headers(stack):
+    """The demo staff user's credentials: a JWT from /api/auth/token/."""
     response = http("POST", stack.url("/api/auth/token/"), json_body={"email": DEMO_EMAIL, "password": DEMO_PASSWORD})
     assert response.status == 200, response.body
-    headers = {"Authorization": f"Bearer {response.json()['access']}"}
+    return {"Authorization": f"Bearer {response.json()['access']}"}
+
+
+@pytest.fixture(scope="module")
+def call(stack, headers):
+    """An HTTP call to the stack as the demo staff user."""
 
     def call(method: str, path: str, body=None):
         return http(method, stack.url(path), headers=headers, json_body=body)
@@ -77,6 +83,23 @@ def test_a_submitted_task_runs_on_the_worker_and_succeeds(call):
     finished = final_state(call, task["id"])
     assert finished["status"] == "succeeded", finished
     assert finished["result"] == {"echo": "hello"}
+
+
+def test_the_web_process_serves_live_streams_itself_reading_the_table(stack, call, headers):
+    # No streams process and no Redis here: gunicorn's WSGI fallback, polling SQLite.
+    counts = EventStream(stack.url("/api/tasks/counts/stream/"), headers)
+    assert counts.status == 200
+    (opened,) = counts.events(until=lambda event: event.event == "counts")
+    task = submit(call, kind="demo.sleep", payload={"seconds": 1, "steps": 2})
+    events = EventStream(stack.url(f"/api/tasks/{task['id']}/events/stream/"), headers)
+    assert events.status == 200
+    seen = list(events.events(until=lambda event: event.event == "end", timeout=30))
+    events.close()
+    assert [event.data["to_status"] for event in seen if event.event == "task"][-1] == "succeeded"
+    assert seen[-1].data == {"task": task["id"], "status": "succeeded"}
+    changed = next(counts.events(until=lambda event: event.event == "counts", timeout=10))
+    counts.close()
+    assert changed.data["computed_at"] > opened.data["computed_at"]
 
 
 def test_a_failing_task_is_retried_automatically_and_then_succeeds(call):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -254,6 +255,16 @@ def uvicorn_command(*, workers: int = 1) -> list[str]:
         str(workers),
         "--no-access-log",
     ]
+
+
+def procfile_streams_command() -> list[str]:
+    """The Procfile's streams line as deployed (uvicorn, its options), on 127.0.0.1 and a test port."""
+    line = next(line for line in (BASE_DIR / "Procfile").read_text().splitlines() if line.startswith("streams:"))
+    command = shlex.split(line.split(":", 1)[1])
+    assert command[0] == "uvicorn", line
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = "{port}"
+    return [sys.executable, "-m", *command]
 
 
 @contextmanager

@@ -41,7 +41,7 @@ WITH settings AS (
         'synchronous_commit', CASE WHEN %(async_commit)s THEN 'off' ELSE current_setting('synchronous_commit') END, true
     ) AS synchronous_commit
 ), prior AS (
-    SELECT id, status AS from_status, run_at, queued_at FROM tasks_task, settings
+    SELECT id, status AS from_status, run_at, queued_at, owner_id, queue FROM tasks_task, settings
     WHERE id = %(id)s AND settings.synchronous_commit IS NOT NULL FOR UPDATE OF tasks_task
 ), moved AS (
     UPDATE tasks_task AS t
@@ -54,7 +54,7 @@ WITH settings AS (
         AND (
             coalesce(prior.queued_at, '-infinity') >= pg_postmaster_start_time()
             OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
-        )
+        ){alone}
     RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
@@ -96,7 +96,8 @@ SELECT * FROM moved
 -- limits come as arrays ({limited_kinds} with {kind_limits}, {limited_owners} with
 -- {owner_limits}, and {every_owner_limit} or NULL), the running counts from this snapshot.
 -- The claim rules of claim_task hold: due (run_at), and after a database restart nothing
--- queued before it for a lease (transitions.restart_grace).
+-- queued before it for a lease (transitions.restart_grace). The candidates are the first
+-- {spread} (the LIMIT also tells the planner how few rows the claim then joins by id).
 running AS MATERIALIZED (
     SELECT owner_id, kind FROM tasks_task WHERE status = 'running'
 ), owner_running AS (
@@ -146,6 +147,21 @@ running AS MATERIALIZED (
             ))
         ) AS next_tasks
     ) AS pick
+    ORDER BY turn, pick.rank, pick.created_at
+    LIMIT %(spread)s
+)
+
+-- name: alone
+-- A condition of claim_task for the fair claim's quick path (fairness.py): the named task's
+-- owner is the only one with claimable work in its queue, so it has nobody to be fair to, and
+-- the broker already hands its wake-ups out by priority, then age. Two probes of
+-- task_claimable_owner, one on each side of the owner.
+AND NOT EXISTS (
+    SELECT 1 FROM tasks_task AS other
+    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id < prior.owner_id
+) AND NOT EXISTS (
+    SELECT 1 FROM tasks_task AS other
+    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id > prior.owner_id
 )
 
 -- name: claim_fairest
@@ -185,4 +201,4 @@ FROM moved
 -- name: fair_candidates
 -- fair_choice's candidates, the fairest first: (id, owner_id, kind).
 WITH RECURSIVE {fair_choice}
-SELECT id, owner_id, kind FROM candidates ORDER BY turn, rank, created_at LIMIT %(spread)s
+SELECT id, owner_id, kind FROM candidates ORDER BY turn, rank, created_at

@@ -4,15 +4,16 @@ and a real Celery worker. Screenshots go to artifacts/screenshots/."""
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
 
 from apps.core.models import AuditEntry
-from apps.tasks import fairness, services
+from apps.tasks import fairness, rollups, services
 from apps.tasks.models import ConcurrencyLimit, Task, TaskStatus
 from conftest import PASSWORD
-from tests.support.processes import wait_for
+from tests.support.processes import uvicorn_command, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(settings.BASE_DIR) / "artifacts" / "screenshots"
@@ -128,17 +129,28 @@ def test_a_viewer_sees_the_task_but_no_retry_button_and_no_bulk_actions(browser,
     screenshot(page, "04-viewer-task-page-without-buttons")
 
 
-def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, live_server, operator, failed_task):
-    page = log_in(browser, live_server, operator)
+@pytest.fixture
+def asgi_server(web_env, start_web):
+    """The app as deployed for pages with a never-ending stream (the dashboard): the ASGI entry
+    point under uvicorn, whose streams end as soon as the browser leaves. (The test server's
+    WSGI thread would hold a stream, its slot and one of the process' two WSGI streams until
+    its next write fails, into later tests.)"""
+    return SimpleNamespace(url=start_web(web_env, uvicorn_command(), name="asgi").url(""))
+
+
+def test_the_dashboard_shows_the_live_worker_and_pauses_its_refresh(browser, asgi_server, operator, failed_task):
+    page = log_in(browser, asgi_server, operator)
     page.click("text=Dashboard")
     page.wait_for_selector("#worker-list", timeout=20_000)
     assert "worker-" in page.inner_text("#worker-list")
     assert page.locator("svg.tf-chart").count() == 2
+    page.wait_for_function("document.getElementById('counts-state').textContent.startsWith('Counts live')")
     page.click("#refresh-toggle")
     assert page.inner_text("#refresh-state") == "Auto-refresh paused."
     screenshot(page, "05-dashboard")
     page.click("#refresh-toggle")  # leave the browser's storage as it was
-    assert page.inner_text("#refresh-state").startswith("Refreshing every")
+    assert page.inner_text("#refresh-state") == "Other panels refreshed every 15 s."
+    page.close()
 
 
 def test_an_operator_picks_an_owner_in_the_filter_and_the_list_narrows_to_their_tasks(
@@ -266,3 +278,52 @@ def test_an_operator_holds_a_kind_sees_its_tasks_wait_then_raises_the_limit_and_
         "concurrency_limit.add",
         "concurrency_limit.change",
     ]
+
+
+def test_the_dashboards_counts_follow_the_live_stream_without_reloading(
+    browser, asgi_server, operator, owner, celery_worker
+):
+    page = log_in(browser, asgi_server, operator)
+    page.click("text=Dashboard")
+    page.wait_for_url("**/dashboard/")
+    page.evaluate("window.tfNotReloaded = true")  # gone if the page reloads
+    page.wait_for_function("document.getElementById('counts-state').textContent.startsWith('Counts live')")
+    assert page.inner_text("#refresh-state") == "Other panels refreshed every 15 s."
+
+    def shown(status: str, column: str) -> str:
+        cell = f'#status-counts tr[data-status="{status}"] [data-column="{column}"]'
+        return f"document.querySelector('{cell}').textContent"
+
+    assert page.evaluate(shown("running", "live")) == "0"
+    assert page.evaluate(shown("succeeded", "hour")) == "0"
+    task, _ = services.task_submit(
+        owner=owner, spec=services.TaskSpec(kind="demo.sleep", payload={"seconds": 4, "steps": 2}, title="Export")
+    )
+    # Submitted, then claimed by the worker: counted as running while it runs.
+    page.wait_for_function(f"{shown('running', 'live')} === '1' && {shown('running', 'hour')} === '1'", timeout=20_000)
+    screenshot(page, "11-dashboard-live-counts")
+
+    def succeeded():
+        task.refresh_from_db()
+        return task.status == TaskStatus.SUCCEEDED
+
+    wait_for(succeeded, timeout=30, message="the task to succeed")
+    page.wait_for_function(f"{shown('running', 'live')} === '0'", timeout=20_000)
+    # Finished tasks are counted from the rollups (beat refreshes them; here by hand).
+    rollups.refresh()
+    page.wait_for_function(f"{shown('succeeded', 'hour')} === '1'", timeout=20_000)
+    assert page.evaluate("window.tfNotReloaded") is True
+    page.close()
+
+
+def test_without_its_stream_the_dashboard_reloads_every_15_seconds(browser, live_server, operator, settings):
+    settings.STREAMS_PER_USER = 0  # every stream refused (a 429), as when none can be served
+    page = log_in(browser, live_server, operator)
+    page.click("text=Dashboard")
+    page.wait_for_url("**/dashboard/")
+    page.evaluate("window.tfNotReloaded = true")
+    page.wait_for_function("document.getElementById('counts-state').textContent === 'Live counts unavailable.'")
+    assert page.inner_text("#refresh-state") == "Refreshing every 15 s."
+    page.wait_for_function("window.tfNotReloaded === undefined", timeout=30_000)
+    page.wait_for_selector("#status-counts")
+    page.close()

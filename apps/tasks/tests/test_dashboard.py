@@ -19,7 +19,7 @@ WORKERS = reverse("admin:tasks_dashboard_workers")
 @pytest.fixture(autouse=True)
 def fresh_dashboard_cache():
     # Only our keys: the test Redis database is also the broker of worker tests.
-    keys = [dashboard.RECENT_KEY, dashboard.HISTORY_KEY, dashboard.WORKERS_KEY]
+    keys = [dashboard.RECENT_KEY, dashboard.HISTORY_KEY, dashboard.WORKERS_KEY, dashboard.COUNTS_KEY]
     cache.delete_many(keys)
     yield
     cache.delete_many(keys)
@@ -126,6 +126,19 @@ def test_dashboard_serves_cached_aggregates_and_says_how_old_they_are(client, op
     assert 'id="recent-age">0</span> s ago' in cached.content.decode()
     fresh = client.get(DASHBOARD + "?refresh=1")  # refreshes the rollups, then the cache
     assert fresh.context["status_rows"][4]["hour"] == 11
+
+
+def test_the_live_counts_stream_sends_the_status_table_the_page_shows(client, operator, history):
+    client.force_login(operator)
+    response = client.get(DASHBOARD)
+    shown = {
+        row["status"]: {column: row[column] for column in ("live", "hour", "day", "week")}
+        for row in response.context["status_rows"]
+    }
+    assert dashboard.status_counts()["statuses"] == shown
+    html = response.content.decode()
+    assert f'data-counts-url="{reverse("tasks:task-counts-stream")}"' in html
+    assert html.count('<tr data-status="') == len(dashboard.STATUS_ORDER)
 
 
 def test_dashboard_renders_on_an_empty_database(client, operator):

@@ -19,13 +19,6 @@ from apps.tasks.models import ConcurrencyLimit, LimitScope, Task, TaskStatus
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fresh_limits():
-    fairness.forget_limits()
-    yield
-    fairness.forget_limits()
-
-
 def queued(owner, count=1, **fields) -> list[Task]:
     """Tasks queued one after another (created_at strictly increasing), in the test's queue."""
     start = timezone.now() - timedelta(minutes=10)
@@ -55,8 +48,10 @@ def test_wake_ups_of_one_owners_flood_serve_another_owner_in_turn(owner, other_u
     # Every message names one of the flood's tasks, as a broker queue would hand them out.
     claimed = [claim(named) for named in flood[:8]]
     assert [task.owner_id for task in claimed[:6]] == [owner.pk, other_user.pk] * 3
-    assert {task.pk for task in claimed} >= {task.pk for task in few}
-    assert [task.pk for task in claimed if task.owner_id == owner.pk] == [task.pk for task in flood[:5]]
+    assert {task.pk for task in claimed[:6]} == {task.pk for task in few + flood[:3]}
+    # Alone again: the owner's tasks, each once.
+    assert {task.owner_id for task in claimed[6:]} == {owner.pk}
+    assert len({task.pk for task in claimed}) == 8
 
 
 def test_the_least_served_owner_goes_first_whatever_the_arrival_order(owner, other_user):
@@ -67,11 +62,22 @@ def test_the_least_served_owner_goes_first_whatever_the_arrival_order(owner, oth
     assert claim(busy[3]).pk == late[0].pk
 
 
-def test_within_an_owner_priority_then_age(owner):
+def test_within_an_owner_priority_then_age(owner, other_user):
     old_normal, old_low = queued(owner), queued(owner, priority="low")
     newer_high = queued(owner, priority="high")
-    order = [claim(old_normal[0]).pk for _ in range(3)]
-    assert order == [newer_high[0].pk, old_normal[0].pk, old_low[0].pk]
+    queued(other_user, 3, priority="low")  # someone to be fair to: the claim ranks
+    order = [claim(old_normal[0]) for _ in range(6)]
+    mine = [task.pk for task in order if task.owner_id == owner.pk]
+    assert mine == [newer_high[0].pk, old_normal[0].pk, old_low[0].pk]
+    # Equal turns go by priority: the owner's high task before the other's low one.
+    assert order[0].pk == newer_high[0].pk
+
+
+def test_an_owner_alone_in_its_queue_claims_the_named_task(owner, other_user):
+    """Nobody to be fair to: the wake-up's own task (the broker hands them out by priority)."""
+    _first, second = queued(owner, 2)
+    queued(other_user, queue="elsewhere")  # another queue does not count
+    assert claim(second).pk == second.pk
 
 
 def test_a_claim_takes_only_due_tasks_of_its_own_queue(owner, other_user):

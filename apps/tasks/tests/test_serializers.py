@@ -4,14 +4,16 @@ the prebuilt submit serializer validates as a fresh one."""
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
 
 from apps.core.serializers import validated_data
-from apps.tasks.models import Schedule, Task, TaskEvent, TaskStatus
+from apps.tasks.models import FINAL_STATUSES, Schedule, Task, TaskEvent, TaskPriority, TaskStatus, TaskTrigger
 from apps.tasks.serializers import (
     TaskDetailSerializer,
     TaskEventSerializer,
@@ -163,3 +165,88 @@ def test_each_thread_builds_the_serializer_once(monkeypatch):
     thread.start()
     thread.join()
     assert len(built) == 1
+
+
+# --- The list's rows (TaskViewSet.list renders values() rows, not model instances) -----------
+
+ODD_TEXT = 'Ünïcode 🚀 مرحبا e\u0301 \u200b\u2028 tab\tnew\nline \\ " </script> \U0001f9ea'
+BIG = 2_147_483_647  # the largest PositiveIntegerField PostgreSQL stores
+
+
+@pytest.fixture
+def tasks_in_every_state(owner, staff):
+    """One task per status, priority and trigger, with odd values, nulls and set values."""
+    now = timezone.now()
+    schedule = Schedule.objects.create(owner=owner, name="hourly", kind="demo.noop", interval_seconds=3600)
+    priorities, triggers = list(TaskPriority), list(TaskTrigger)
+    tasks = []
+    for index, status in enumerate(TaskStatus):
+        odd = index % 2 == 0
+        tasks.append(
+            Task.objects.create(
+                owner=staff if odd else owner,
+                kind=f"demo.{status}",
+                title=ODD_TEXT if odd else "",
+                status=status,
+                priority=priorities[index % len(priorities)],
+                trigger=triggers[index % len(triggers)],
+                schedule=schedule if odd else None,
+                attempts=BIG if odd else 0,
+                max_retries=BIG if odd else 0,
+                timeout=BIG if odd else 1,
+                progress=100 if odd else 0,
+                progress_message=ODD_TEXT if odd else "",
+                error=ODD_TEXT * 3 if status == TaskStatus.FAILED else "",
+                worker="celery@höst" if odd else "",
+                idempotency_key=f"këy-{index}" if odd else None,
+                cancel_requested=odd,
+                callback_url="https://example.com/höök?a=1&b=2" if odd else "",
+                run_at=now + timedelta(days=3650, microseconds=1) if odd else None,
+                queued_at=now if status != TaskStatus.PENDING else None,
+                started_at=now - timedelta(microseconds=index) if odd else None,
+                finished_at=now.replace(microsecond=0) if status in FINAL_STATUSES else None,
+            )
+        )
+    # A date far in the past, at a whole second, and one past 2038.
+    Task.objects.filter(pk=tasks[0].pk).update(created_at=datetime(1, 1, 2, tzinfo=UTC))
+    Task.objects.filter(pk=tasks[1].pk).update(created_at=datetime(2100, 6, 30, 23, 59, 59, tzinfo=UTC))
+    return tasks
+
+
+def rows_and_instances(serializer):
+    ids = Task.objects.order_by("created_at", "id").values_list("pk", flat=True)
+    rows = list(Task.objects.filter(pk__in=ids).order_by("created_at", "id").values(*serializer.row_plan()[0]))
+    instances = list(Task.objects.select_related("owner").filter(pk__in=ids).order_by("created_at", "id"))
+    return rows, instances
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "Pacific/Kiritimati"])
+def test_list_rows_render_as_the_serializer_renders_instances(tasks_in_every_state, rf, settings, zone):
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    request = Request(rf.get("/api/tasks/", HTTP_HOST="api.example.com"))
+    serializer = TaskListSerializer(context={"request": request})
+    rows, instances = rows_and_instances(serializer)
+    assert len(rows) == len(TaskStatus)
+    with timezone.override(zone):
+        from_rows = serializer.render_rows(rows)
+        from_instances = TaskListSerializer(instances, many=True, context={"request": request}).data
+        drf_own = [drf_representation(TaskListSerializer, task) for task in instances]
+    assert from_rows == from_instances
+    # DRF's own path, fields built afresh (its url has no request: the path alone).
+    for row, drf in zip(from_rows, drf_own, strict=True):
+        assert row["url"] == f"http://api.example.com{drf.pop('url')}"
+        assert {key: value for key, value in row.items() if key != "url"} == drf
+    assert [list(row) for row in from_rows] == [TaskListSerializer.Meta.fields] * len(rows)  # order too
+    # The JSON is the same text, odd values included.
+    assert JSONRenderer().render(from_rows) == JSONRenderer().render(from_instances)
+    odd = next(row for row in from_rows if row["title"] == ODD_TEXT)
+    assert odd["attempts"] == BIG and odd["idempotency_key"].startswith("këy-")
+    plain = next(row for row in from_rows if row["title"] == "")
+    assert plain["run_at"] is None and plain["schedule"] is None and plain["idempotency_key"] is None
+    if zone == "UTC":
+        assert from_rows[0]["created_at"] == "0001-01-02T00:00:00Z"
+
+
+def test_a_serializer_that_needs_instances_cannot_render_rows():
+    with pytest.raises(TypeError):
+        TaskDetailSerializer.row_plan()

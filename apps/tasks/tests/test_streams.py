@@ -1,15 +1,24 @@
 """Live task events over server-sent events: the history replayed, then live, on the real servers."""
 
+import os
+import signal
 import threading
 import time
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.tasks import services
+from apps.tasks import dashboard, services
 from apps.tasks.models import Task, TaskEvent
+from apps.tasks.streams import CountsStream
 from apps.tasks.submission import TaskSpec, task_submit
-from tests.support.processes import uvicorn_command, wait_for
+from conftest import client_for
+from tests.support.processes import procfile_streams_command, uvicorn_command, wait_for
 from tests.support.sse import EventStream, close_streamed, parse_frames
 
 
@@ -144,3 +153,131 @@ def test_the_owners_stream_carries_only_their_tasks_filtered_by_status(
     stream.close()
     assert [(event.data["task"], event.data["to_status"]) for event in received] == [(str(mine.pk), "succeeded")]
     assert Task.objects.get(pk=theirs.pk).owner == other_user
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_streams_process_ends_its_streams_cleanly_and_gives_their_slots_back(
+    owner, web_env, start_web, redis_client
+):
+    web = start_web(web_env, procfile_streams_command(), name="streams-stop")  # the deployed command
+    token = RefreshToken.for_user(owner).access_token
+    stream = EventStream(web.url("/api/tasks/events/stream/"), {"Authorization": f"Bearer {token}"})
+    assert stream.status == 200
+    slots = f"taskflow:streams:user:{owner.pk}"
+    assert redis_client.zcard(slots) == 1
+    os.killpg(web.process.pid, signal.SIGTERM)  # as Kubernetes and compose stop it
+    # The response ends (a cut connection would raise): the client reconnects, elsewhere.
+    assert list(stream.events(timeout=30)) == []
+    stream.close()
+    web.process.wait(timeout=30)  # uvicorn then ends itself by the signal it got (-15)
+    assert redis_client.zcard(slots) == 0  # at once, not when the slot would expire
+    log = web.read_log()
+    assert '"event": "stream_closed"' in log and '"cut": true' in log
+    assert "Application shutdown complete" in log and "Exception in ASGI application" not in log
+
+
+# --- The staff's counts stream (the admin dashboard) ------------------------------------------
+
+COUNTS_URL = "/api/tasks/counts/stream/"
+
+
+def first_counts(response) -> dict:
+    """The counts a stream sends on connect (its first frames), then the stream is closed."""
+    chunks = iter(response.streaming_content)
+    text = ""
+    while "event: counts" not in text:
+        text += next(chunks).decode()
+    close_streamed(response)
+    (counts,) = [event for event in parse_frames(text) if event.event == "counts"]
+    assert counts.id is None  # a state, not history: nothing to resume from
+    return counts.data
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("staff", 200), ("operator", 200), ("viewer", 200), ("bare_staff", 403), ("owner", 403), ("anonymous", 401)],
+)
+def test_every_tasks_counts_stream_is_for_staff_who_may_see_every_task(role, status, request, make_user):
+    if role == "anonymous":
+        client = APIClient()
+    elif role == "bare_staff":  # staff, but in no role: the admin shows them no task either
+        client = client_for(make_user("bare@example.com", is_staff=True))
+    else:
+        client = client_for(request.getfixturevalue(role))
+    response = client.get(COUNTS_URL, HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == status
+    if status == 200:
+        assert response["Content-Type"] == "text/event-stream"
+        close_streamed(response)
+    else:
+        assert response["Content-Type"] == "application/json"
+        assert response.json()["error"]["code"] in ("not_authenticated", "permission_denied")
+
+
+@pytest.mark.django_db
+def test_the_counts_stream_opens_with_the_dashboards_status_table(owner, other_user, staff_api):
+    submitted(owner)
+    submitted(other_user)
+    run_to_success(submitted(owner), {})
+    cache.delete(dashboard.COUNTS_KEY)
+    counts = first_counts(staff_api.get(COUNTS_URL))
+    statuses = counts["statuses"]
+    assert list(statuses) == [str(status) for status in dashboard.STATUS_ORDER]
+    assert statuses["queued"] == {"live": 2, "hour": 2, "day": 2, "week": 2}  # every owner's
+    assert statuses["running"]["live"] == 0 and statuses["succeeded"]["live"] is None
+    assert counts["computed_at"]
+
+
+@pytest.mark.django_db
+def test_the_counts_stream_sends_the_table_again_only_when_it_changed(owner):
+    stream = CountsStream()
+    cache.delete(dashboard.COUNTS_KEY)
+    assert [frame.split("\n", 1)[0] for frame in stream.start()] == ["retry: 5000", "event: counts"]
+    assert stream.read() == []  # nothing changed
+    submitted(owner)
+    cache.delete(dashboard.COUNTS_KEY)  # as COUNTS_SECONDS later
+    (sent,) = parse_frames("".join(stream.read()))
+    assert sent.data["statuses"]["queued"]["live"] == 1
+    assert stream.read() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_counts_stream_under_uvicorn_wakes_on_any_owners_change(staff, owner, web_env, start_web):
+    web = start_web(web_env, uvicorn_command(), name="counts-stream")
+    token = RefreshToken.for_user(staff).access_token
+    stream = EventStream(web.url(COUNTS_URL), {"Authorization": f"Bearer {token}"})
+    assert stream.status == 200
+    (opened,) = stream.events(until=lambda event: event.event == "counts")
+    assert opened.data["statuses"]["pending"]["live"] == 0
+    # Someone else's task, due in an hour (waiting even if a worker of another test runs):
+    # the Redis wake-up after its commit.
+    later = timezone.now() + timedelta(hours=1)
+    task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={"echo": 1}, run_at=later))
+    (changed,) = stream.events(until=lambda event: event.event == "counts", timeout=15)
+    stream.close()
+    assert changed.data["statuses"]["pending"]["live"] == 1
+    assert changed.data["computed_at"] > opened.data["computed_at"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_browsers_session_opens_streams_under_uvicorn_as_the_admin_pages_do(staff, owner, web_env, start_web, client):
+    web = start_web(web_env, uvicorn_command(), name="session-streams")
+    client.force_login(staff)
+    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"}
+    counts = EventStream(web.url(COUNTS_URL), cookie)
+    assert counts.status == 200
+    assert [event.event for event in counts.events(until=lambda event: event.event == "counts")] == ["counts"]
+    counts.close()
+    # Someone else's task, due in an hour (no worker of another test takes it): staff see its stream.
+    later = timezone.now() + timedelta(hours=1)
+    task, _ = task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={"echo": 1}, run_at=later))
+    history = EventStream(web.url(stream_url(task)), cookie)
+    assert history.status == 200
+    (entry,) = history.events(until=lambda event: event.event == "task")
+    history.close()
+    assert entry.id == TaskEvent.objects.get(task=task).pk and entry.data["task"] == str(task.pk)
+    client.logout()
+    refused = EventStream(web.url(COUNTS_URL), cookie)  # the session is gone
+    assert refused.status == 401
+    refused.close()
