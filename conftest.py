@@ -294,6 +294,7 @@ def _role(name: str):
     if not Group.objects.filter(name=name).exists():
         importlib.import_module("apps.accounts.migrations.0002_roles").create_roles(apps, None)
         importlib.import_module("apps.accounts.migrations.0003_schedule_and_webhook_roles").add_permissions(apps, None)
+        importlib.import_module("apps.accounts.migrations.0005_concurrency_limit_roles").add_permissions(apps, None)
     return Group.objects.get(name=name)
 
 
