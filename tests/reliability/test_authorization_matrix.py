@@ -416,17 +416,20 @@ def test_another_users_ids_are_404_whether_or_not_they_exist(clients, owned):
 
 
 # --- The admin matrix ------------------------------------------------------------------------
-# What Viewers and Operators may look at (accounts.0002/0003_roles). Neither may add, change
-# or delete anything through the admin's model pages; their actions are the rows below.
+# What Viewers and Operators may look at (accounts.0002/0003/0005_roles). Neither may add,
+# change or delete anything through the admin's model pages but OPERATOR_EDITABLE's, which
+# Operators edit; their actions are the rows below.
 VIEWABLE = {
     "tasks.task",
     "tasks.schedule",
+    "tasks.concurrencylimit",
     "core.auditentry",
     "files.storedfile",
     "django_celery_results.taskresult",
     "webhooks.webhookendpoint",
     "webhooks.webhookdelivery",
 }
+OPERATOR_EDITABLE = {"tasks.concurrencylimit"}  # add, change, delete: Operators (Viewers look)
 STAFF_ONLY = {  # superusers only
     "auth.group",
     "accounts.user",
@@ -449,6 +452,8 @@ def admin_cells(anonymous, user, viewer, operator):
 
 
 def standard_page(label: str, view: str) -> dict:
+    if label in OPERATOR_EDITABLE and view in ("add", "delete"):
+        return admin_cells(LOGIN, LOGIN, 403, 200)
     if view in ("changelist", "change", "history"):
         allowed = 200 if label in VIEWABLE else 403
         return admin_cells(LOGIN, LOGIN, allowed, allowed)
@@ -522,6 +527,8 @@ OPERATOR_ACTIONS = {"tasks.schedule", "django_celery_results.taskresult"}
 
 
 def delete_selected(label: str) -> dict:
+    if label in OPERATOR_EDITABLE:
+        return admin_cells(LOGIN, LOGIN, IGNORED, DONE)
     if label not in VIEWABLE:
         return admin_cells(LOGIN, LOGIN, REFUSED, REFUSED)
     operator = IGNORED_BACK_TO_LIST if label in OPERATOR_ACTIONS else IGNORED
@@ -582,7 +589,7 @@ def admin_objects(owner, owned):
     from apps.accounts.models import ApiKey, Quota
     from apps.core.models import AuditEntry
     from apps.files.models import StoredFile
-    from apps.tasks.models import Schedule
+    from apps.tasks.models import ConcurrencyLimit, Schedule
 
     RefreshToken.for_user(owner)
     outstanding = OutstandingToken.objects.first()
@@ -609,6 +616,7 @@ def admin_objects(owner, owned):
         "core.auditentry": AuditEntry.objects.create(user=owner, action="task.retry", object_type="tasks.task"),
         "tasks.task": Task.objects.get(pk=owned["task"]),
         "tasks.schedule": Schedule.objects.get(pk=owned["schedule"]),
+        "tasks.concurrencylimit": ConcurrencyLimit.objects.create(scope="kind", kind="demo.noop", limit=2),
         "files.storedfile": StoredFile.objects.get(pk=owned["file"]),
         "webhooks.webhookendpoint": WebhookEndpoint.objects.get(pk=owned["endpoint"]),
         "webhooks.webhookdelivery": WebhookDelivery.objects.get(pk=owned["delivery"]),
