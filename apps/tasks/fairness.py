@@ -98,11 +98,14 @@ def read_limits() -> Limits:
 
 def current_limits() -> Limits:
     """The limits, read at most every LIMITS_SEEN_FOR seconds by this process."""
-    global _seen
     seen = _seen
     if seen is not None and time.monotonic() - seen[0] < LIMITS_SEEN_FOR:
         return seen[1]
-    limits = read_limits()
+    return remember_limits(read_limits())
+
+
+def remember_limits(limits: Limits) -> Limits:
+    global _seen
     with _seen_lock:
         _seen = (time.monotonic(), limits)
     return limits
@@ -141,6 +144,15 @@ class FairPick(Pick):
 
     def move(self, transition: Transition, *, now: datetime, values: dict) -> list[Task]:
         limits = current_limits()
+        moved = self._move(transition, limits, now=now, values=values)
+        if moved or not limits:
+            return moved
+        # Everything held: a wake-up published for an edit that made room (limit_changed) may
+        # reach this process before its copy of the limits is stale. Read them once more.
+        fresh = remember_limits(read_limits())
+        return self._move(transition, fresh, now=now, values=values) if fresh != limits else []
+
+    def _move(self, transition: Transition, limits: Limits, *, now: datetime, values: dict) -> list[Task]:
         if not limits:
             if not self.fair:
                 return apply(transition, self.named, now=now, values=values)

@@ -238,3 +238,13 @@ def test_a_run_past_its_timeout_gets_the_soft_time_limit(owner):
     assert executor.execute(task.pk, worker="w1", queue="fair") == "failed"
     task.refresh_from_db()
     assert task.error.startswith("TimeLimitExceeded")
+
+
+def test_a_wake_up_for_new_room_is_not_lost_to_a_stale_copy_of_the_limits(owner):
+    """The wake-ups an edit publishes may arrive before a worker's cached limits are stale: a
+    claim that finds everything held reads the limits once more."""
+    held = limit(scope=LimitScope.OWNER, owner=owner, limit=0)
+    waiting = queued(owner)
+    assert claim(waiting[0]) is None  # held, and the limits are now cached in this process
+    ConcurrencyLimit.objects.filter(pk=held.pk).update(limit=1)  # as another process's edit
+    assert claim(waiting[0]).pk == waiting[0].pk
