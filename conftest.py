@@ -10,9 +10,14 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests.support.hashers import use_quick_hasher
 from tests.support.processes import Beat, WebServer, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+def pytest_configure(config):
+    use_quick_hasher(settings)
 
 
 @pytest.fixture(autouse=True)
