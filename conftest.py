@@ -280,7 +280,7 @@ def s3_storage(s3_server, settings):
 # Staff members in the groups the accounts.0002_roles migration creates.
 
 
-def _role(name: str):
+def role_group(name: str):
     """The group as the migration made it; made again after a transactional test's flush."""
     import importlib
 
@@ -296,14 +296,14 @@ def _role(name: str):
 @pytest.fixture
 def operator(make_user):
     user = make_user("operator@example.com", full_name="Opal Operator", is_staff=True)
-    user.groups.add(_role("Operators"))
+    user.groups.add(role_group("Operators"))
     return user
 
 
 @pytest.fixture
 def viewer(make_user):
     user = make_user("viewer@example.com", full_name="Vera Viewer", is_staff=True)
-    user.groups.add(_role("Viewers"))
+    user.groups.add(role_group("Viewers"))
     return user
 
 
