@@ -10,14 +10,27 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests.support import parallel
 from tests.support.hashers import use_quick_hasher
 from tests.support.processes import Beat, WebServer, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist (`make test`): each worker gets a Redis database of its own (tests/support/parallel.py)."""
+    parallel.point_worker_at_its_redis(node, os.environ)
+
+
 def pytest_configure(config):
+    parallel.check_worker_redis(config)
     use_quick_hasher(settings)
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker: the long modules are handed out first
+        parallel.long_modules_first(items)
 
 
 @pytest.fixture(autouse=True)
