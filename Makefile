@@ -9,6 +9,9 @@ HOST ?= 127.0.0.1
 # The suite runs against the real stack on localhost.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/taskflow
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# pytest-xdist worker processes; each has its own test database and Redis database (15, 14, ...
+# counting down from TEST_REDIS_URL's): tests/support/parallel.py. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint lint-deploy format migrate worker beat web clean bench
 
@@ -40,7 +43,7 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed-dev
 	$(BIN)/lint-imports
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) DEBUG=true \
-		$(BIN)/pytest $(PYTEST_ARGS)
+		$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed-dev lint-deploy
 	$(BIN)/ruff check .

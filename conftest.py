@@ -10,9 +10,27 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests.support import parallel
+from tests.support.hashers import use_quick_hasher
 from tests.support.processes import Beat, WebServer, Worker, process_starter
 
 PASSWORD = "correct-horse-battery-staple-42"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist (`make test`): each worker gets a Redis database of its own (tests/support/parallel.py)."""
+    parallel.point_worker_at_its_redis(node, os.environ)
+
+
+def pytest_configure(config):
+    parallel.check_worker_redis(config)
+    use_quick_hasher(settings)
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # an xdist worker: the long modules are handed out first
+        parallel.long_modules_first(items)
 
 
 @pytest.fixture(autouse=True)
@@ -284,7 +302,7 @@ def s3_storage(s3_server, settings):
 # Staff members in the groups the accounts.0002_roles migration creates.
 
 
-def _role(name: str):
+def role_group(name: str):
     """The group as the migration made it; made again after a transactional test's flush."""
     import importlib
 
@@ -301,14 +319,14 @@ def _role(name: str):
 @pytest.fixture
 def operator(make_user):
     user = make_user("operator@example.com", full_name="Opal Operator", is_staff=True)
-    user.groups.add(_role("Operators"))
+    user.groups.add(role_group("Operators"))
     return user
 
 
 @pytest.fixture
 def viewer(make_user):
     user = make_user("viewer@example.com", full_name="Vera Viewer", is_staff=True)
-    user.groups.add(_role("Viewers"))
+    user.groups.add(role_group("Viewers"))
     return user
 
 

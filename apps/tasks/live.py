@@ -1,9 +1,9 @@
 """Wake-ups for live task streams: Redis pub/sub, published after commit; the table stays the truth.
 
-A message on CHANNEL says only *which* tasks changed ("task:<id> owner:<id> ..."); a stream
-that hears it reads what changed from the database (the stored history and the task row).
-So a lost message costs latency, never an event: every stream also looks at the table on
-its own every few seconds.
+A message on the channel (`channel()`) says only *which* tasks changed ("task:<id> owner:<id>
+..."); a stream that hears it reads what changed from the database (the stored history and
+the task row). So a lost message costs latency, never an event: every stream also looks at
+the table on its own every few seconds.
 
 Publishing costs a Redis round trip, so a process publishes only while some stream is open
 anywhere (the OPEN_FLAG key, set by open streams and expiring without them), and asks Redis
@@ -41,6 +41,20 @@ _flag = {"checked": 0.0, "open": False}
 _lock = threading.Lock()
 
 
+@functools.cache
+def _channel_for(url: str) -> str:
+    return f"/{redis.connection.parse_url(url).get('db', 0)}.{CHANNEL}"
+
+
+def channel() -> str:
+    """CHANNEL prefixed with the number of REDIS_URL's database, as kombu prefixes its fanout.
+
+    Pub/sub ignores Redis' database numbers: without the prefix, installations (or parallel
+    test processes) on other databases of one Redis would wake each other's streams.
+    """
+    return _channel_for(settings.REDIS_URL)
+
+
 def _client() -> redis.Redis:
     global _publisher
     if _publisher is None:
@@ -74,7 +88,7 @@ def _publish_now(keys: list[str]) -> None:
     try:
         client = _client()
         if _streams_open(client):
-            client.publish(CHANNEL, " ".join(dict.fromkeys(keys)))
+            client.publish(channel(), " ".join(dict.fromkeys(keys)))
     except redis.RedisError as exc:  # streams fall back to reading the table
         logger.debug("live wake-up not published: %s", exc)
 
@@ -162,7 +176,7 @@ class AsyncHub:
             client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(channel())
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self._wake(message["data"].decode().split())
@@ -206,7 +220,7 @@ class SyncListener:
         if settings.REDIS_URL:
             try:
                 self._pubsub = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).pubsub()
-                self._pubsub.subscribe(CHANNEL)
+                self._pubsub.subscribe(channel())
             except redis.RedisError:
                 self._pubsub = None
 

@@ -48,6 +48,7 @@ def bench_database_url():
 
 
 @pytest.mark.bench_smoke
+@pytest.mark.slow
 def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_database_url, tmp_path):
     missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if shutil.which(tool) is None]
     if missing:

@@ -7,6 +7,7 @@ The suite calls `record()` for each scenario it ran and `write()` once at the en
 session, which also rewrites the table, so the page always shows the last run's figures.
 """
 
+import fcntl
 import json
 import os
 import platform
@@ -67,9 +68,19 @@ def record_check(key: str, figures: dict) -> None:
 
 
 def write() -> None:
-    """Merge the scenarios this session ran into the report, then re-render the page's table."""
+    """Merge the scenarios this session ran into the report, then re-render the page's table.
+
+    Under pytest-xdist every worker process writes what it ran at its end: the merge holds a
+    lock, or two workers ending together would each write the report without the other's figures.
+    """
     if not (_pending or _pending_checks):
         return
+    with open(REPORT_PATH.with_name(REPORT_PATH.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_and_write()
+
+
+def _merge_and_write() -> None:
     report = load()
     report["scenarios"].update(_pending)
     report["checks"] = {**report.get("checks", {}), **_pending_checks}

@@ -34,7 +34,8 @@ from .harness import (
     unfinished,
 )
 
-pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+# slow: the module takes a minute and a half in all.
+pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 LOAD = 200
 DRAIN_TIMEOUT = 120

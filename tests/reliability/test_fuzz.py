@@ -210,6 +210,7 @@ def fuzz(
     return calls, failures
 
 
+@pytest.mark.slow
 def test_fuzzing_as_a_signed_in_user_finds_nothing(api_schema, owner):
     headers = {"Authorization": f"Bearer {AccessToken.for_user(owner)}"}
     started = time.monotonic()

@@ -23,7 +23,7 @@ from tests.support.processes import HttpResponse, http
 from . import report
 from .harness import account, drain, tree_rss_kib
 
-pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.fault, pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SOAK_SECONDS = float(os.environ.get("RELIABILITY_SOAK_SECONDS", "45"))
 CLIENTS = 3

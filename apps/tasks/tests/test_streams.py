@@ -7,13 +7,14 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from apps.tasks import dashboard, services
+from apps.tasks import dashboard, live, services
 from apps.tasks.models import Task, TaskEvent
 from apps.tasks.streams import CountsStream
 from apps.tasks.submission import TaskSpec, task_submit
@@ -90,6 +91,24 @@ def test_open_streams_per_user_are_capped_and_a_closed_one_gives_its_slot_back(o
     again = owner_api.get(stream_url(task))
     assert again.status_code == 200
     close_streamed(again)
+
+
+def test_a_wake_up_reaches_only_the_streams_on_its_own_redis_database(settings):
+    """Redis pub/sub ignores database numbers; the channel's name carries it instead."""
+    own = settings.REDIS_URL
+    base, _, number = own.rpartition("/")
+    other = f"{base}/{(int(number or 0) + 1) % 16}"
+    assert live._channel_for(other) != live.channel()
+    listener = live.SyncListener(["task:1"])
+    try:
+        assert listener._pubsub.get_message(timeout=5)["type"] == "subscribe"
+        # In this order: a listener that heard the other database would get its message first.
+        redis.Redis.from_url(other).publish(live._channel_for(other), "task:1 other-database")
+        redis.Redis.from_url(own).publish(live.channel(), "task:1 own-database")
+        message = listener._pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert message["data"] == b"task:1 own-database"
+    finally:
+        listener.close()
 
 
 # --- For real: uvicorn, a worker, the connection cut mid-task --------------------------------
