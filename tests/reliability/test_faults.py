@@ -95,7 +95,9 @@ def test_sigkill_of_a_pool_child_mid_task_loses_nothing(owner_api, spawn_worker,
 
 
 def test_sigkill_of_a_whole_worker_loses_nothing(owner_api, spawn_worker, fast_reaper):
-    doomed, _ = spawn_worker.many("doomed", "survivor")
+    # One message per pool process, so that the four anchors spread over both workers (with the
+    # default prefetch, the worker that starts consuming first may hold them all).
+    doomed, _ = spawn_worker.many("doomed", "survivor", prefetch=1)
     ids = submit(owner_api, anchors(4, seconds=3))
     wait_for(lambda: running(ids) == 4, timeout=30, message="both workers to be busy")
     ids += submit(owner_api, short_tasks(LOAD // 2, label="worker-kill"))
