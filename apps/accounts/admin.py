@@ -7,6 +7,7 @@ from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 from django.db.models import Count
 from django.utils.html import format_html_join
 
+from apps.core.admin_widgets import KeyCheckingAutocompleteMixin
 from apps.core.services import audited
 from apps.tasks.models import Task, TaskStatus
 
@@ -141,7 +142,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(KeyCheckingAutocompleteMixin, admin.ModelAdmin):
     list_display = ("name", "prefix", "user", "created_at", "last_used_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix", "user__email")
@@ -175,7 +176,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Quota)
-class QuotaAdmin(admin.ModelAdmin):
+class QuotaAdmin(KeyCheckingAutocompleteMixin, admin.ModelAdmin):
     """A user's own quotas; an empty figure is the default of settings.QUOTAS (shown beside it)."""
 
     list_display = ("user", "tasks_not_final_shown", "schedules_shown", "min_interval_shown", "endpoints_shown")

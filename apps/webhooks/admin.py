@@ -4,6 +4,7 @@ from django.db import models
 from django.utils.html import format_html
 
 from apps.core.admin_errors import errors_on_form
+from apps.core.admin_widgets import KeyCheckingAutocompleteMixin
 
 from . import services
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -25,7 +26,7 @@ class WebhookEndpointForm(forms.ModelForm):
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(KeyCheckingAutocompleteMixin, admin.ModelAdmin):
     form = WebhookEndpointForm
     list_display = ("url", "owner", "enabled", "consecutive_failures", "created_at")
     list_filter = ("enabled",)

@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from apps.core.admin_errors import errors_on_form
+from apps.core.admin_widgets import KeyCheckingAutocompleteMixin
 from apps.core.services import audited
 
 from .. import cron, schedule_services
@@ -59,7 +60,7 @@ class ScheduleForm(forms.ModelForm):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(KeyCheckingAutocompleteMixin, admin.ModelAdmin):
     form = ScheduleForm
     action_form = TaskActionForm
     list_display = ("name", "owner", "kind", "timing", "timezone", "next_run_at", "last_run_status", "enabled")
