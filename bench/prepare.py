@@ -2,11 +2,12 @@
 
     DJANGO_SETTINGS_MODULE=bench.settings python -m bench.prepare --rows 1000000
 
-Makes the bench's two users (an API client, and a staff member for the task list and the
-admin) with fresh API keys, removes what an earlier run left, and fills the task table up
-to --rows: with `manage.py seed_tasks` when the project has it (else a COPY of plain rows).
-The stock API baseline seeds its own table (bench/stock/prepare.py).
-Prints one JSON line for the harness.
+Makes the bench's users with fresh API keys: an API client, a staff member for the task
+list and the admin, and the other owners of the fair-sharing rows (F); removes what an
+earlier run left, and fills the task table up to --rows: with `manage.py seed_tasks` when the
+project has it (else a COPY of plain rows). Seeded tasks still claimable are moved to a queue
+no bench worker serves (PARKED_QUEUE). The stock API baseline seeds its own table
+(bench/stock/prepare.py). Prints one JSON line for the harness.
 """
 
 import argparse
@@ -22,6 +23,12 @@ import django
 
 CLIENT_EMAIL = "bench-client@bench.taskflow.local"
 STAFF_EMAIL = "bench-staff@bench.taskflow.local"
+# The fair-sharing rows' owners: the client (owner A) and these (owner B first).
+OWNER_EMAILS = [f"bench-owner-{n}@bench.taskflow.local" for n in range(2, 11)]
+# Where the seeded tasks that are still queued or retrying go: a wake-up claims the fairest
+# claimable task of its queue, so on `default` the bench's workers would run them (sleeps of
+# up to 30 s, emails, failing drills) in the middle of a measured row.
+PARKED_QUEUE = "bench-parked-seed"
 
 
 def table_rows(cursor, table: str) -> int:
@@ -68,6 +75,18 @@ def add_customers(cursor) -> int:
     return cursor.rowcount
 
 
+def park_seeded_work(cursor, bench_owners: list[int]) -> int:
+    """Move the seeded tasks that a worker could still claim (queued, retrying) out of the
+    queues the bench's workers serve, status and all else kept. Rows moved (none after the
+    first run on a database)."""
+    cursor.execute(
+        "UPDATE tasks_task SET queue = %s WHERE status IN ('queued', 'retrying') AND queue <> %s "
+        "AND NOT (owner_id = ANY(%s))",
+        [PARKED_QUEUE, PARKED_QUEUE, bench_owners],
+    )
+    return cursor.rowcount
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, required=True, help="rows wanted in the task and baseline tables")
@@ -81,12 +100,13 @@ def main() -> None:
     from django.db import connection
 
     from apps.accounts.models import ApiKey, User, generate_api_key, hash_api_key
+    from apps.tasks.models import ConcurrencyLimit
 
-    def user_with_key(email: str, *, staff: bool) -> tuple[User, str]:
+    def user_with_key(email: str, *, staff: bool, name: str = "Client") -> tuple[User, str]:
         user = User.objects.filter(email=email).first()
         if user is None:
             maker = User.objects.create_superuser if staff else User.objects.create_user
-            user = maker(email=email, password=None, full_name="Bench " + ("Staff" if staff else "Client"))
+            user = maker(email=email, password=None, full_name="Bench " + ("Staff" if staff else name))
         user.api_keys.all().delete()
         prefix, raw = generate_api_key()
         ApiKey.objects.create(user=user, name="bench", prefix=prefix, key_hash=hash_api_key(raw))
@@ -94,14 +114,19 @@ def main() -> None:
 
     client, client_key = user_with_key(CLIENT_EMAIL, staff=False)
     staff, staff_key = user_with_key(STAFF_EMAIL, staff=True)
+    # Created on an older bench database too: prepare runs before every bench.
+    owners = [(client, client_key)] + [
+        user_with_key(email, staff=False, name=f"Owner {n}") for n, email in enumerate(OWNER_EMAILS, start=2)
+    ]
+    owner_ids = [user.pk for user, _key in owners]
 
     with connection.cursor() as cursor:
-        # What an interrupted earlier run may have left (tasks and rows of the bench client).
+        # What an interrupted earlier run may have left (tasks and rows of the bench's owners).
         cursor.execute(
-            "DELETE FROM tasks_taskevent WHERE task_id IN (SELECT id FROM tasks_task WHERE owner_id = %s)",
-            [client.pk],
+            "DELETE FROM tasks_taskevent WHERE task_id IN (SELECT id FROM tasks_task WHERE owner_id = ANY(%s))",
+            [owner_ids],
         )
-        cursor.execute("DELETE FROM tasks_task WHERE owner_id = %s", [client.pk])
+        cursor.execute("DELETE FROM tasks_task WHERE owner_id = ANY(%s)", [owner_ids])
         tasks = table_rows(cursor, "tasks_task")
 
     seeded_with = None
@@ -122,9 +147,10 @@ def main() -> None:
             copy_tasks(missing, staff.pk)
     with connection.cursor() as cursor:
         backfilled = add_customers(cursor)
+        parked = park_seeded_work(cursor, owner_ids)
         # VACUUM as well after a backfill (outside a transaction: Django autocommits here):
         # its dead row versions would otherwise stay, with autovacuum off on the bench host.
-        cursor.execute("VACUUM (ANALYZE) tasks_task" if backfilled else "ANALYZE tasks_task")
+        cursor.execute("VACUUM (ANALYZE) tasks_task" if backfilled or parked else "ANALYZE tasks_task")
         tasks = table_rows(cursor, "tasks_task")
 
     # The dashboard reads finished tasks from rollups that beat keeps; the bench has no beat,
@@ -143,6 +169,9 @@ def main() -> None:
                 "client_key": client_key,
                 "staff_id": staff.pk,
                 "staff_key": staff_key,
+                "owners": [{"id": user.pk, "key": key} for user, key in owners],
+                "parked_seeded_tasks": parked,
+                "concurrency_limits": ConcurrencyLimit.objects.count(),
                 "task_rows": tasks,
                 "seeded_with": seeded_with,
             }

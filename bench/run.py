@@ -80,6 +80,18 @@ SQL_SEED_ROWS = 2_000_000
 # Issue targets for rows 5 and 6, in server milliseconds (medians), at any table size.
 ADMIN_CHANGELIST_MS = 100
 ADMIN_DASHBOARD_COLD_MS = 150
+# Rows F (fair sharing): the issue's two worker processes, each with WORKER_FLAGS; owner A's
+# flood of 50 ms tasks, owner B's three no-ops after it, and the issue's targets: B's three all
+# succeed within 10 s with the fair claim on, which costs under 10 % of the throughput.
+FAIR_WORKERS = 2
+FLOOD_TASK = {"kind": "demo.sleep", "payload": {"seconds": 0.05, "steps": 1}}
+SMALL_OWNER_TASKS = 3
+SMALL_OWNER_WITHIN_S = 10.0
+FAIR_COST_TARGET = 0.9
+# The sides of rows F, as TASK_FAIR_CLAIM on the workers: the fair claim against the claim of
+# the task the wake-up names (first come, first served).
+FAIR_SIDES = {"taskflow": "true", "baseline": "false"}
+SIDE_LABELS = {"taskflow": "fair on", "baseline": "fair off"}
 
 
 @dataclass(frozen=True)
@@ -93,13 +105,14 @@ class Profile:
     table_rows: int
     limit_seconds: int
     redis_requests: int
+    fair_flood: int  # row F1: owner A's bulk of 50 ms tasks (the issue's 2,000)
 
 
 PROFILES = {
-    "smoke": Profile(1, 40, 200, 1, (4,), 1, 2_000, 1, 2_000),
-    "quick": Profile(3, 1_000, 10_000, 3, (16, 64), 3, 1_000_000, 3, 50_000),
-    "standard": Profile(5, 2_000, 10_000, 5, (16, 64), 5, 1_000_000, 5, 100_000),
-    "full": Profile(7, 10_000, 10_000, 8, (16, 64), 7, 10_000_000, 8, 200_000),
+    "smoke": Profile(1, 40, 200, 1, (4,), 1, 2_000, 1, 2_000, 40),
+    "quick": Profile(3, 1_000, 10_000, 3, (16, 64), 3, 1_000_000, 3, 50_000, 500),
+    "standard": Profile(5, 2_000, 10_000, 5, (16, 64), 5, 1_000_000, 5, 100_000, 2_000),
+    "full": Profile(7, 10_000, 10_000, 8, (16, 64), 7, 10_000_000, 8, 200_000, 2_000),
 }
 
 
@@ -418,31 +431,37 @@ class Bench:
         """Drop every message and counter: Redis DB of the bench only (see --redis-url)."""
         self.redis.flushdb()
 
+    def owner_ids(self) -> list[int]:
+        """The bench's task owners: the client (owner A) and the fair-sharing rows' others."""
+        return [owner["id"] for owner in self.prep["owners"]]
+
     def clean_tasks(self) -> None:
         """Delete what the bench wrote. Requests wrk gave up on at its deadline may still be
         committing on the server: try again until the tables hold still."""
-        owner = self.prep["client_id"]
+        owners = self.owner_ids()
         for _attempt in range(20):
             try:
                 with self.db.transaction():
                     self.db.execute(
-                        "DELETE FROM tasks_taskevent WHERE task_id IN (SELECT id FROM tasks_task WHERE owner_id = %s)",
-                        [owner],
+                        "DELETE FROM tasks_taskevent WHERE task_id IN "
+                        "(SELECT id FROM tasks_task WHERE owner_id = ANY(%s))",
+                        [owners],
                     )
-                    self.db.execute("DELETE FROM tasks_task WHERE owner_id = %s", [owner])
+                    self.db.execute("DELETE FROM tasks_task WHERE owner_id = ANY(%s)", [owners])
                 self.db.execute("DELETE FROM stock.items_item WHERE kind <> 'seeded'")
                 return
             except psycopg.errors.ForeignKeyViolation:
                 time.sleep(0.2)
         raise RuntimeError("the bench's tasks could not be deleted: something keeps writing them")
 
-    def submit_bulk(self, count: int) -> None:
+    def submit_bulk(self, count: int, *, task: dict = NOOP_TASK, key: str | None = None) -> None:
+        """`count` copies of `task` via the bulk API, as the client (or the owner of `key`)."""
         # A connection per call: gunicorn drops keep-alive connections idle for 5 s.
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         for start in range(0, count, BULK_CHUNK):
             size = min(BULK_CHUNK, count - start)
             status, body = self.http(
-                "POST", "/api/tasks/bulk/", {"tasks": [NOOP_TASK] * size}, key=self.prep["client_key"], conn=conn
+                "POST", "/api/tasks/bulk/", {"tasks": [task] * size}, key=key or self.prep["client_key"], conn=conn
             )
             if status != 201:
                 raise RuntimeError(f"bulk submission answered {status}: {body[:500]!r}\n{self.web.tail()}")
@@ -791,6 +810,298 @@ class Bench:
         )
         self.clean_tasks()
 
+    # --- rows F: fair sharing ---
+
+    def start_fair_workers(self, side: str, label: str) -> list[Service]:
+        """The issue's two TaskFlow worker processes (WORKER_FLAGS each), with the fair claim
+        on or off (TASK_FAIR_CLAIM) as `side` says."""
+        env = {**self.env(), "TASK_FAIR_CLAIM": FAIR_SIDES[side]}
+        workers = [
+            Service(
+                f"worker-fair-{label}-{number}",
+                [PYTHON, "-m", "celery", "--app", "taskflow_site", *WORKER_FLAGS, "--queues", TASKFLOW_QUEUE,
+                 "--hostname", f"bench-fair{number}@%h"],
+                env,
+                self.work_dir,
+            ).start()
+            for number in range(1, FAIR_WORKERS + 1)
+        ]  # fmt: skip
+        self.services += workers
+        for worker in workers:
+            worker.wait_for_log(b" ready.")
+        return workers
+
+    def stop_fair_workers(self, workers: list[Service]) -> None:
+        for worker in workers:
+            worker.stop()
+            self.services.remove(worker)
+
+    def fair_cpu_snapshot(self, workers: list[Service]) -> dict:
+        """Row 1's CPU parts (/proc) for the fair rows' two workers, both sides TaskFlow's."""
+        return {
+            "worker main": cpu_seconds([worker.process.pid for worker in workers]),
+            "pool": cpu_seconds([pid for worker in workers for pid in worker.children()]),
+            "submitter": cpu_seconds([os.getpid()]),
+            "PostgreSQL": cpu_seconds(self.database_backends()),
+            "gunicorn": cpu_seconds(self.web.children()),
+        }
+
+    def wait_succeeded(self, owners: list[int], count: int, *, started: float, timeout: float, what: str) -> bool:
+        """Poll (slowly) until the `count` tasks of `owners` all succeeded (True), or `timeout`
+        passed (False: rows F report how far they got rather than stop the bench)."""
+        while True:
+            by_status = dict(
+                self.db.execute(
+                    "SELECT status, count(*) FROM tasks_task WHERE owner_id = ANY(%s) GROUP BY status", [owners]
+                ).fetchall()
+            )
+            if by_status.get("succeeded", 0) == count:
+                return True
+            if by_status.get("failed") or by_status.get("cancelled"):
+                raise RuntimeError(f"{what}: of {count} tasks, by status {by_status}")
+            if time.time() - started > timeout:
+                log(f"  {what}: not done after {timeout:.0f} s; of {count} tasks, by status {by_status}")
+                return False
+            time.sleep(POLL_SECONDS)
+
+    def succeeded(self, owners: list[int]) -> int:
+        query = "SELECT count(*) FROM tasks_task WHERE owner_id = ANY(%s) AND status = 'succeeded'"
+        return self.db.execute(query, [owners]).fetchone()[0]
+
+    def last_finish(self, owners: list[int]) -> float:
+        """Epoch of the last finish among the tasks of `owners` (what the end is timed by)."""
+        query = "SELECT extract(epoch FROM max(finished_at)) FROM tasks_task WHERE owner_id = ANY(%s)"
+        return float(self.db.execute(query, [owners]).fetchone()[0])
+
+    def fair_start(self) -> None:
+        """Before each measurement of rows F: no task of the bench's, no message, and no dead
+        entry in the index of claimable tasks. The fair claim reads that index from an owner's
+        oldest entry, and entries of tasks claimed since the last VACUUM stay in front of the
+        live ones (autovacuum is off here; and while any transaction on the server holds an
+        xid, index scans cannot mark them dead either): left alone, each round would start
+        behind every task the rounds before it ran (docs/fair-sharing.md, "Measured")."""
+        self.reset_queues()
+        self.settle_workers()
+        self.clean_tasks()
+        self.db.execute("VACUUM (ANALYZE) tasks_task")
+
+    def settle_workers(self, timeout: float = 120) -> None:
+        """After a measurement not done in time the workers still hold prefetched wake-ups
+        (the broker's are dropped): wait until they have run theirs (nothing of the bench's
+        running, nothing finishing for a second), or their claims and events would race
+        the deletion of the tasks."""
+        owners = self.owner_ids()
+        query = (
+            "SELECT count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE finished_at IS NOT NULL) "
+            "FROM tasks_task WHERE owner_id = ANY(%s)"
+        )
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            running, finished = self.db.execute(query, [owners]).fetchone()
+            if running == 0 and finished == last:
+                return
+            last = finished
+            time.sleep(1.0)
+        log(f"  the workers still ran the bench's tasks after {timeout:.0f} s")
+
+    def fair_warm_up(self) -> None:
+        """Every pool process imports, connects and prepares its statements once."""
+        self.clean_tasks()
+        self.reset_queues()
+        started = time.time()
+        self.submit_bulk(50)
+        self.wait_succeeded(self.owner_ids()[:1], 50, started=started, timeout=120, what="rows F, warm-up")
+
+    def fair_flood(self) -> dict:
+        """Row F1, one side: owner A bulk-submits the flood, owner B then posts three no-ops;
+        B's waits (created to finished, from the table) and A's time until all its succeeded."""
+        owner_a, owner_b = self.prep["owners"][:2]
+        flood = self.profile.fair_flood
+        self.fair_start()
+        started = time.time()
+        self.submit_bulk(flood, task=FLOOD_TASK, key=owner_a["key"])
+        for _ in range(SMALL_OWNER_TASKS):
+            status, body = self.http("POST", "/api/tasks/", NOOP_TASK, key=owner_b["key"])
+            if status != 201:
+                raise RuntimeError(f"owner B's POST answered {status}: {body[:500]!r}")
+        # First come, first served, B waits for the whole flood: 4 slots, 50 ms each, and room.
+        timeout = max(120.0, flood * FLOOD_TASK["payload"]["seconds"])
+        owners = [owner_a["id"], owner_b["id"]]
+        done = self.wait_succeeded(owners, flood + SMALL_OWNER_TASKS, started=started, timeout=timeout, what="row F1")
+        # Not done in time: a wait still going counts until now (a lower bound), as does A's time.
+        waits = self.db.execute(
+            "SELECT extract(epoch FROM coalesce(finished_at, now()) - created_at) FROM tasks_task "
+            "WHERE owner_id = %s ORDER BY created_at",
+            [owner_b["id"]],
+        ).fetchall()
+        return {
+            "b_waits_s": [round(float(wait), 3) for (wait,) in waits],
+            "a_total_s": round((self.last_finish([owner_a["id"]]) if done else time.time()) - started, 2),
+            "a_succeeded": self.succeeded([owner_a["id"]]),
+            "done": done,
+        }
+
+    def fair_throughput(self, owners: list[dict], workers: list[Service]) -> dict:
+        """Row F2, one side: e2e_tasks no-ops bulk-submitted, shared out among `owners` in
+        turn (each owner's share in one go), until all succeeded: tasks/s, CPU ms per task."""
+        count = self.profile.e2e_tasks
+        shares = [count // len(owners) + (index < count % len(owners)) for index in range(len(owners))]
+        ids = [owner["id"] for owner in owners]
+        self.fair_start()
+        before = self.fair_cpu_snapshot(workers)
+        started = time.time()
+        for owner, share in zip(owners, shares, strict=True):
+            self.submit_bulk(share, key=owner["key"])
+        done = self.wait_succeeded(ids, count, started=started, timeout=max(120.0, count / 20), what="row F2")
+        after = self.fair_cpu_snapshot(workers)
+        # Not done in time: the rate and CPU of the tasks that succeeded by then.
+        finished = count if done else max(self.succeeded(ids), 1)
+        rate = round(finished / (self.last_finish(ids) - started), 1)
+        cpu = {part: cpu_spent(before[part], after[part]) * 1000 / finished for part in before}
+        return {"rate": rate, "cpu": cpu, "done": done, "succeeded": finished}
+
+    def rows_fair(self) -> None:
+        """Rows F: with two worker processes, the fair claim on (TASK_FAIR_CLAIM=true) against
+        off, alternating which goes first; each side's workers are started for it and measure
+        F1, F2 and F2 with many owners one after the other."""
+        owners = self.prep["owners"]
+        flood, count = self.profile.fair_flood, self.profile.e2e_tasks
+        log(
+            f"rows F: {FAIR_WORKERS} workers, fair claim on vs off; F1 {flood:,} x 50 ms of owner A then "
+            f"{SMALL_OWNER_TASKS} no-ops of owner B; F2 {count:,} no-ops of 1 and of {len(owners)} owners"
+        )
+        variants = {"F2": owners[:1], f"F2 ({len(owners)} owners)": owners}
+        rounds = []
+        for index in range(self.profile.rounds):
+            self.check_time("rows F")
+            order = ["taskflow", "baseline"] if index % 2 == 0 else ["baseline", "taskflow"]
+            measured = {"F1": {}, **{row_id: {} for row_id in variants}}
+            for side in order:
+                workers = self.start_fair_workers(side, f"{SIDE_LABELS[side].replace(' ', '-')}-{index + 1}")
+                try:
+                    self.fair_warm_up()
+                    measured["F1"][side] = self.fair_flood()
+                    for row_id, variant in variants.items():
+                        measured[row_id][side] = self.fair_throughput(variant, workers)
+                finally:
+                    self.stop_fair_workers(workers)
+            rounds.append(measured)
+            log(
+                f"  fair round {index + 1}/{self.profile.rounds}: "
+                + "; ".join(
+                    f"{SIDE_LABELS[side]}: B waits {measured['F1'][side]['b_waits_s']} s, "
+                    f"A {measured['F1'][side]['a_total_s']} s{'' if measured['F1'][side]['done'] else ' (not done)'}, "
+                    + ", ".join(
+                        f"{row_id} {measured[row_id][side]['rate']} tasks/s"
+                        + ("" if measured[row_id][side]["done"] else " (not done)")
+                        for row_id in variants
+                    )
+                    for side in ("taskflow", "baseline")
+                )
+            )
+        self.clean_tasks()
+        self.reset_queues()
+        self.add_flood_row([r["F1"] for r in rounds], flood)
+        for row_id, variant in variants.items():
+            self.add_fair_cost_row(row_id, [r[row_id] for r in rounds], count, len(variant))
+
+    def add_flood_row(self, samples: list[dict], flood: int) -> None:
+        """Row F1: owner B's waits over the rounds (p50, p95 of every task), on against off."""
+
+        def percentile(values: list[float], fraction: float) -> float:
+            ordered = sorted(values)
+            return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+        figures = {}
+        for side in ("taskflow", "baseline"):
+            waits = [wait for sample in samples for wait in sample[side]["b_waits_s"]]
+            figures[side] = {
+                "b_wait_p50_s": round(percentile(waits, 0.5), 3),
+                "b_wait_p95_s": round(percentile(waits, 0.95), 3),
+                "b_wait_max_s": round(max(waits), 3),
+                "a_total_median_s": round(median(sample[side]["a_total_s"] for sample in samples), 2),
+                "b_waits_s": [sample[side]["b_waits_s"] for sample in samples],
+                "a_total_s": [sample[side]["a_total_s"] for sample in samples],
+            }
+        # Per round: B's longest wait off over on.
+        ratios = [
+            max(sample["baseline"]["b_waits_s"]) / max(max(sample["taskflow"]["b_waits_s"]), 0.001)
+            for sample in samples
+        ]
+        on, off = figures["taskflow"], figures["baseline"]
+        undone = not_done(samples)
+        self.results["rows"].append(
+            {
+                "id": "F1",
+                "taskflow": f"fair claim on: owner B's {SMALL_OWNER_TASKS} `demo.noop` (single POSTs) right after "
+                f"owner A's bulk of {flood:,} `demo.sleep` of 50 ms, {FAIR_WORKERS} worker processes; "
+                "B's wait, created to finished",
+                "baseline": "the same with the fair claim off (`TASK_FAIR_CLAIM=false`: first come, first served)",
+                "unit": "s",
+                "fair_on": on,
+                "fair_off": off,
+                "ratio_p95": round(off["b_wait_p95_s"] / max(on["b_wait_p95_s"], 0.001), 1),
+                "ratio_min": round(min(ratios), 1),
+                "ratio_max": round(max(ratios), 1),
+                "ratio_meaning": "B's p95 wait, fair off / fair on",
+                "target": f"fair on: B's {SMALL_OWNER_TASKS} succeed within {SMALL_OWNER_WITHIN_S:g} s, "
+                "and all of A's in the time allowed",
+                "met": on["b_wait_max_s"] < SMALL_OWNER_WITHIN_S and not undone,
+                "not_done": undone,
+            }
+        )
+        if undone:
+            succeeded = [
+                f"{SIDE_LABELS[side]}, round {index}: {sample[side]['a_succeeded']:,} of {flood:,}"
+                for index, sample in enumerate(samples, start=1)
+                for side in ("taskflow", "baseline")
+                if not sample[side]["done"]
+            ]
+            self.results["notes"].append(
+                "Row F1: not done within the time allowed (A's time and B's waits still going are lower "
+                f"bounds); A's tasks succeeded by then: {'; '.join(succeeded)}."
+            )
+
+    def add_fair_cost_row(self, row_id: str, samples: list[dict], count: int, owners: int) -> None:
+        """Rows F2: throughput with the fair claim on against off, and CPU per task by part."""
+        cpu = {side: [sample[side]["cpu"] for sample in samples] for side in ("taskflow", "baseline")}
+        cpu_ms = {
+            side: {part: round(median(run[part] for run in runs), 3) for part in runs[0]} for side, runs in cpu.items()
+        }
+        for side in cpu_ms:
+            cpu_ms[side]["total"] = round(sum(cpu_ms[side].values()), 3)
+        totals = {side: [sum(run.values()) for run in runs] for side, runs in cpu.items()}
+        cpu_ratios = [off / on for on, off in zip(totals["taskflow"], totals["baseline"], strict=True)]
+        shared = f", shared by {owners} owners" if owners > 1 else ", one owner"
+        undone = not_done(samples)
+        if undone:
+            self.results["notes"].append(
+                f"Row {row_id}: not done within the time allowed (rate and CPU of the tasks that succeeded by "
+                f"then): {', '.join(undone)}."
+            )
+        self.add_row(
+            row_id,
+            f"fair claim on: end to end, {count:,} `demo.noop` via the bulk API{shared}, until all `succeeded`, "
+            f"{FAIR_WORKERS} worker processes",
+            "the same with the fair claim off (`TASK_FAIR_CLAIM=false`)",
+            "tasks/s",
+            [{side: sample[side]["rate"] for side in sample} for sample in samples],
+            target=FAIR_COST_TARGET,
+            target_text=f"≥ {FAIR_COST_TARGET:g}{X} fair off (costs < 10 %)",
+            size=count,
+            owners=owners,
+            side_labels=SIDE_LABELS,
+            cpu_ms_per_task=cpu_ms,
+            cpu_samples=cpu,
+            taskflow_cpu_ms=cpu_ms["taskflow"]["total"],
+            baseline_cpu_ms=cpu_ms["baseline"]["total"],
+            # CPU per task, fair off / fair on: ≥ 0.9 when the claim costs under 10 % of the CPU.
+            cpu_ratio_median=round(median(cpu_ratios), 3),
+            not_done=undone,
+        )
+        if undone:
+            self.results["rows"][-1]["met"] = False
+
     def row_search(self) -> None:
         """Rows S: a payload and a result containment search on the seeded table against the
         plain first page in the same run (sequential requests on one keep-alive connection:
@@ -1069,7 +1380,7 @@ class Bench:
 
     def run(self) -> dict:
         started = time.monotonic()
-        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "S", "limits"])
+        wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "S", "F", "limits"])
         try:
             self.ensure_database()
             self.prepare()
@@ -1102,6 +1413,10 @@ class Bench:
                 self.stop_workers()
                 self.start_workers(prefetch=1)
                 self.row_end_to_end(prefetch=1)
+            if "F" in wanted:
+                if getattr(self, "tf_worker", None) in self.services:
+                    self.stop_workers()  # rows F start their own, and only theirs may consume
+                self.rows_fair()
         finally:
             self.stop_all()
             try:
@@ -1158,6 +1473,32 @@ def cpu_text(value) -> str:
     return f" (CPU {value:,.1f} ms)" if value else ""
 
 
+def not_done(samples: list[dict]) -> list[str]:
+    """The sides of rows F that did not finish in time, as 'fair on, round 2'."""
+    return [
+        f"{SIDE_LABELS[side]}, round {index}"
+        for index, sample in enumerate(samples, start=1)
+        for side in ("taskflow", "baseline")
+        if not sample[side]["done"]
+    ]
+
+
+def flood_line(row: dict) -> str:
+    """Row F1's line: owner B's waits and owner A's time, fair claim on and off."""
+
+    def side(figures: dict) -> str:
+        return (
+            f"B waits p50 {figures['b_wait_p50_s']:,.2f} s, p95 {figures['b_wait_p95_s']:,.2f} s; "
+            f"A all done in {figures['a_total_median_s']:,.1f} s"
+        )
+
+    ratio = f"{row['ratio_p95']:,.1f}{X} ({row['ratio_min']:,.1f}{DASH}{row['ratio_max']:,.1f})"
+    return (
+        f"| F1 | {row['taskflow']} | {row['baseline']} | {side(row['fair_on'])} | {side(row['fair_off'])} "
+        f"| {ratio} | {row['target']} | {'yes' if row['met'] else '**no**'} |"
+    )
+
+
 def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
@@ -1188,6 +1529,9 @@ def markdown(results: dict) -> str:
                 f"| median {fmt(row['list_median'], 'ms')}; CPU {row['list_cpu_ms_per_request']:.1f} ms/request "
                 f"| — | median < {row['target']} ms | {'yes' if row['met'] else '**no**'} |"
             )
+            continue
+        if row["id"] == "F1":
+            lines.append(flood_line(row))
             continue
         if row["id"] == "7":
             lines.append(
@@ -1245,14 +1589,14 @@ def markdown(results: dict) -> str:
             lines.append("TaskFlow reaches: " + "; ".join(parts) + ".")
     for row in results["rows"]:
         if "cpu_ms_per_task" in row:
+            labels = row.get("side_labels", {"taskflow": "TaskFlow", "baseline": "bare Celery"})
             parts = "; ".join(
-                f"{side}: " + ", ".join(f"{part} {value:.2f}" for part, value in cpu.items())
-                for side, cpu in (
-                    ("TaskFlow", row["cpu_ms_per_task"]["taskflow"]),
-                    ("bare Celery", row["cpu_ms_per_task"]["baseline"]),
-                )
+                f"{labels[side]}: " + ", ".join(f"{part} {value:.2f}" for part, value in cpu.items())
+                for side, cpu in row["cpu_ms_per_task"].items()
             )
             lines += ["", f"Row {row['id']}, CPU ms per task (median of the rounds, from /proc): {parts}."]
+            if "cpu_ratio_median" in row:
+                lines[-1] += f" CPU per task, fair off / fair on: {row['cpu_ratio_median']:.2f}{X}."
     for note in results.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -1271,7 +1615,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8791)))
     parser.add_argument("--rows", type=int, help="rows in the task and baseline tables (default by profile)")
     parser.add_argument("--rounds", type=int, help="rounds per pair (default by profile)")
-    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 S limits")
+    parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 S F limits")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--time-limit", type=float, default=1800, help="give up after this many seconds")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (path printed)")

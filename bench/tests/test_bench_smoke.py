@@ -25,7 +25,10 @@ PAIR_ROWS = {
     "5 (status=failed)",
     "S (bulk, index cost)",
     "S (post, index cost)",
+    "F2",
+    "F2 (10 owners)",
 }
+CPU_PARTS = {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
 
 
 def free_port() -> int:
@@ -73,7 +76,7 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     assert rows["3 (4 conn.)"]["p99_ms_taskflow_median"] > 0
     for row_id in ("1", "1 (prefetch 1)"):  # CPU per task of each process, from /proc
         cpu = rows[row_id]["cpu_ms_per_task"]
-        assert set(cpu["taskflow"]) == {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
+        assert set(cpu["taskflow"]) == CPU_PARTS
         assert set(cpu["baseline"]) == {"worker main", "pool", "submitter", "total"}
         assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] > 0
         assert cpu["taskflow"]["total"] == pytest.approx(sum(v for k, v in cpu["taskflow"].items() if k != "total"))
@@ -82,6 +85,21 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     for name in ("S (payload)", "S (result)"):
         assert rows[name]["median"] > 0 and len(rows[name]["matches"]) == 20, rows[name]
     assert max(rows["S (result)"]["matches"]) > 0  # seeded results carry the searched key
+    # Rows F: both sides (fair claim on and off) ran every round; owner B's three tasks all
+    # finished, after owner A's flood; the throughput rows read the same CPU parts as row 1.
+    flood = rows["F1"]
+    for side in ("fair_on", "fair_off"):
+        waits = flood[side]["b_waits_s"]
+        assert len(waits) == results["meta"]["rounds"] and all(len(r) == 3 for r in waits), flood
+        assert all(wait > 0 for r in waits for wait in r) and min(flood[side]["a_total_s"]) > 0, flood
+        assert flood[side]["b_wait_p50_s"] <= flood[side]["b_wait_p95_s"] <= flood[side]["b_wait_max_s"]
+    assert flood["ratio_p95"] > 0 and isinstance(flood["met"], bool)
+    for row_id in ("F2", "F2 (10 owners)"):
+        cpu = rows[row_id]["cpu_ms_per_task"]
+        assert set(cpu["taskflow"]) == set(cpu["baseline"]) == CPU_PARTS
+        assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] > 0
+        assert rows[row_id]["cpu_ratio_median"] > 0
+    assert rows["F2 (10 owners)"]["owners"] == 10 and rows["F2"]["owners"] == 1
     limits = results["limits"]
     assert limits["redis_lpush_per_s"] > 0 and limits["redis_rpop_per_s"] > 0 and limits["pg_insert_update_per_s"] > 0
     assert limits["fractions"]["end_to_end_vs_pg_insert_update"] > 0
@@ -89,7 +107,9 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     table = (tmp_path / "latest.md").read_text()
     assert "| # | TaskFlow | baseline (same run) |" in table
     assert "Row 1 (prefetch 1), CPU ms per task" in table
-    assert table.count("\n| ") >= len(PAIR_ROWS) + 3
+    assert "| F1 | fair claim on: owner B's 3 `demo.noop`" in table
+    assert "Row F2 (10 owners), CPU ms per task (median of the rounds, from /proc): fair on:" in table
+    assert table.count("\n| ") >= len(PAIR_ROWS) + 4
 
 
 def test_the_performance_page_shows_the_latest_bench_table():
