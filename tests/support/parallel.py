@@ -61,6 +61,7 @@ def point_worker_at_its_redis(node, environ) -> None:
     channel = node.gateway.remote_exec(_SET_ENVIRONMENT)
     channel.send({"REDIS_URL": own})
     channel.waitclose()
+    node.workerinput["taskflow_base_redis_url"] = url
     node.workerinput["taskflow_redis_url"] = own
 
 
