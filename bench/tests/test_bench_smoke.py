@@ -78,7 +78,8 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
         cpu = rows[row_id]["cpu_ms_per_task"]
         assert set(cpu["taskflow"]) == CPU_PARTS
         assert set(cpu["baseline"]) == {"worker main", "pool", "submitter", "total"}
-        assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] > 0
+        # Bare Celery's pool may spend less than one /proc tick (10 ms) on the smoke's few tasks.
+        assert cpu["taskflow"]["pool"] > 0 and cpu["baseline"]["pool"] >= 0
         assert cpu["taskflow"]["total"] == pytest.approx(sum(v for k, v in cpu["taskflow"].items() if k != "total"))
     assert rows["7"]["gunicorn_worker_mb"] > 0 and rows["7"]["celery_pool_child_mb"] > 0
     assert {"6 (cold)", "6 (warm)"} <= set(rows) or rows["6"]["skipped"]
