@@ -38,6 +38,26 @@ def claim(named: Task, worker="w1") -> Task | None:
     return services.task_claim(task_id=named.pk, worker=worker, queue=named.queue)
 
 
+def claims_at_once(named: list[Task]) -> list[Task | None]:
+    """One claim per named task, each on its own thread and connection, released together."""
+    barrier = threading.Barrier(len(named))
+    results = []
+
+    def race(index):
+        try:
+            barrier.wait()
+            results.append(claim(named[index], worker=f"w{index}"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(len(named))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def limit(**fields) -> ConcurrencyLimit:
     return ConcurrencyLimit.objects.create(**fields)
 
@@ -134,43 +154,14 @@ def test_a_limit_of_zero_holds_the_scope(owner):
 def test_a_limit_holds_when_claims_race_on_separate_connections(owner, other_user):
     limit(scope=LimitScope.KIND, kind="demo.sleep", limit=2)
     tasks = queued(owner, 6, kind="demo.sleep") + queued(other_user, 6, kind="demo.sleep")
-    barrier = threading.Barrier(8)
-    results = []
-
-    def race(index):
-        try:
-            barrier.wait()
-            results.append(claim(tasks[index], worker=f"w{index}"))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race, args=(index,)) for index in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = claims_at_once(tasks[:8])
     assert Task.objects.filter(status=TaskStatus.RUNNING).count() == 2
     assert sum(task is not None for task in results) == 2
 
 
 @pytest.mark.django_db(transaction=True)
 def test_racing_claims_without_limits_each_take_a_different_task(owner):
-    tasks = queued(owner, 8)
-    barrier = threading.Barrier(8)
-    results = []
-
-    def race(index):
-        try:
-            barrier.wait()
-            results.append(claim(tasks[index], worker=f"w{index}"))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=race, args=(index,)) for index in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = claims_at_once(queued(owner, 8))
     # No message is wasted while tasks wait: eight claims, eight different tasks.
     assert len({task.pk for task in results if task is not None}) == 8
 
