@@ -345,7 +345,7 @@ class Bench:
                 raise RuntimeError(f"gunicorn did not answer /healthz:\n{web.tail()}")
             time.sleep(0.2)
         log(f"gunicorn up on 127.0.0.1:{self.port} with {len(web.children())} workers")
-        self.stock_port = self.port + 1
+        self.stock_port = self.args.stock_port or self.port + 1
         stock = Service(
             "gunicorn-stock",
             [PYTHON, "-m", "gunicorn", *gunicorn_flags(self.stock_port), "bench.stock.wsgi:application"],
@@ -1613,6 +1613,7 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL))
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL))
     parser.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", 8791)))
+    parser.add_argument("--stock-port", type=int, help="the stock baseline's gunicorn (default: --port + 1)")
     parser.add_argument("--rows", type=int, help="rows in the task and baseline tables (default by profile)")
     parser.add_argument("--rounds", type=int, help="rounds per pair (default by profile)")
     parser.add_argument("--only", nargs="+", help="rows to run: 1 2 3 4 5 6 7 S F limits")

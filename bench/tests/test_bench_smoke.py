@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end at tiny sizes (correctness only: no timing is asserted)."""
 
+import contextlib
 import json
 import shutil
 import socket
@@ -31,10 +32,13 @@ PAIR_ROWS = {
 CPU_PARTS = {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now, all different (each socket stays bound until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 @pytest.fixture
@@ -56,10 +60,13 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (.ci/apt-packages.txt)")
+    # Both ports from the OS: a neighbour's port next to ours is no longer free for the stock server
+    # when the suite runs on several workers.
+    web_port, stock_port = free_ports(2)
     run = [
         sys.executable, "-m", "bench.run", "--smoke", "--database-url", bench_database_url,
-        "--redis-url", settings.REDIS_URL, "--port", str(free_port()), "--output-dir", str(tmp_path),
-        "--time-limit", "150",
+        "--redis-url", settings.REDIS_URL, "--port", str(web_port), "--stock-port", str(stock_port),
+        "--output-dir", str(tmp_path), "--time-limit", "150",
     ]  # fmt: skip
     done = subprocess.run(run, cwd=BASE_DIR, capture_output=True, text=True, timeout=200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
