@@ -217,7 +217,13 @@ def execute(task_id, *, worker: str, queue: str | None = None) -> str | None:
     if task is None:
         logger.info("no task to claim for the wake-up of %s; dropping the message", task_id)
         return None
-    structlog.contextvars.bind_contextvars(task_kind=task.kind, attempt=task.attempts)  # on every log line of the run
+    # On every log line of the run. The wake-up's header bound its own task's context; when
+    # the claim took another task (the fairest of the queue), the lines name the one that runs,
+    # its owner, and the wake-up it ran for; the submitting request was the other task's.
+    if str(task.pk) != str(task_id):
+        structlog.contextvars.unbind_contextvars("request_id", "parent_task_id")
+        structlog.contextvars.bind_contextvars(task_id=str(task.pk), user_id=task.owner_id, wake_up_of=str(task_id))
+    structlog.contextvars.bind_contextvars(task_kind=task.kind, attempt=task.attempts)
     started = time.monotonic()
     status, error = _run(task)
     outcome = {"status": status, "duration_ms": round((time.monotonic() - started) * 1000)}

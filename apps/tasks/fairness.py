@@ -49,7 +49,8 @@ FAIR_TRIES = 3
 # after it found other owners waiting there: it would miss again, one round trip wasted.
 SHARED_FOR = 1.0
 _others_seen: dict[str, float] = {}
-# Candidates a limited claim tries, one transaction each, before it drops its message.
+# Candidates a claim tries from one ranking, one transaction each, before it ranks again
+# (FAIR_TRIES rankings at most) with limits, and on SQLite (the embedded mode).
 LIMITED_TRIES = 4
 # Wake-ups published at most when an edit gives a kind or an owner more room.
 WAKE_ON_CHANGE = 100
@@ -173,10 +174,16 @@ class FairPick(Pick):
                     if moved or not self._waiting(now):
                         return moved
                 return []
-        for task_id, owner_id, kind in self.candidates(limits, now)[:LIMITED_TRIES]:
-            moved = _claim_within(limits.scopes(owner_id, kind), transition, task_id, now=now, values=values)
-            if moved:
-                return moved
+        for _ in range(FAIR_TRIES):
+            candidates = self.candidates(limits, now)
+            for task_id, owner_id, kind in candidates[:LIMITED_TRIES]:
+                moved = _claim_within(limits.scopes(owner_id, kind), transition, task_id, now=now, values=values)
+                if moved:
+                    return moved
+            # None left (every one held by a limit, or nothing waits): the message is dropped.
+            # Else concurrent claims took the ones tried, or filled their scopes: rank again.
+            if not candidates:
+                return []
         return []
 
     def candidates(self, limits: Limits, now: datetime) -> list[tuple]:

@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import structlog
 from django.db import connection
 from django.utils import timezone
 
@@ -142,6 +143,44 @@ def test_an_owners_own_limit_overrides_the_default_for_each_owner(owner, other_u
     assert running.filter(owner=owner).count() == 2 and running.filter(owner=other_user).count() == 1
     assert sum(task is not None for task in claimed) == 3
     assert Task.objects.get(pk=theirs[1].pk).status == TaskStatus.QUEUED
+
+
+def test_candidates_taken_by_other_claims_meanwhile_do_not_drop_the_message(owner, monkeypatch):
+    """A limited claim (and every claim on SQLite) tries a few candidates of one ranking; when
+    other processes took them all between the ranking and the tries, it ranks again rather
+    than drop its message while tasks wait: a dropped message strands a task until the
+    reaper's re-dispatch."""
+    limit(scope=LimitScope.KIND, kind="demo.noop", limit=100)
+    waiting = queued(owner, fairness.LIMITED_TRIES + 1)
+    claim_within = fairness._claim_within
+    tries = []
+
+    def others_claim_first(scopes, transition, task_id, **kwargs):
+        tries.append(task_id)
+        if len(tries) <= fairness.LIMITED_TRIES:  # another worker's claim commits first
+            Task.objects.filter(pk=task_id).update(status=TaskStatus.RUNNING)
+        return claim_within(scopes, transition, task_id, **kwargs)
+
+    monkeypatch.setattr(fairness, "_claim_within", others_claim_first)
+    assert claim(waiting[0]).pk == waiting[-1].pk
+    assert tries == [task.pk for task in waiting]
+
+
+def test_a_run_for_another_tasks_wake_up_logs_the_task_that_ran(owner, other_user):
+    busy = queued(owner, 2)
+    claim(busy[0])
+    theirs = queued(other_user)
+    # What the wake-up's header binds (django-structlog): its own task and submitting request.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=str(busy[1].pk), request_id="submit-1", user_id=owner.pk)
+    try:
+        assert executor.execute(busy[1].pk, worker="w1", queue="fair") == "succeeded"
+        context = structlog.contextvars.get_contextvars()
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert Task.objects.get(pk=theirs[0].pk).status == TaskStatus.SUCCEEDED
+    assert context["task_id"] == str(theirs[0].pk) and context["user_id"] == other_user.pk
+    assert context["wake_up_of"] == str(busy[1].pk) and "request_id" not in context
 
 
 def test_a_limit_of_zero_holds_the_scope(owner):
