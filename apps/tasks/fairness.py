@@ -12,8 +12,13 @@ candidate at a limit drops its message, and the finish that frees the slot publi
 Limits (ConcurrencyLimit rows: per kind, per owner, and the default for each owner) are read
 by every claim, cached for LIMITS_SEEN_FOR in a process. They hold across all workers: the
 claim of a task that a limit covers takes that scope's advisory lock, recounts the scope's
-running tasks under it and claims in the same transaction. Without any limit the fair claim
-is one statement (sql/queries.sql: claim_fairest).
+running tasks under it and claims in the same transaction.
+
+Without any limit a process ranks a queue (sql/queries.sql: fair_candidates) and claims from
+that ranking for LISTED_FOR seconds, one statement per claim (claim_listed: the first of its
+next ids still claimable, each found by primary key), then ranks again: the ranking's cost,
+which grows with the queue's owners and with the tasks claimed since the last VACUUM, is paid
+once for many claims.
 """
 
 import logging
@@ -39,16 +44,19 @@ logger = logging.getLogger(__name__)
 # Seconds a process reuses the limits it read: an edit applies to claims within this delay
 # (at once in the process that saved it).
 LIMITS_SEEN_FOR = 1.0
-# The candidates one claim considers (sql/queries.sql, fair_choice), and each owner's next
-# tasks among them at least: enough that concurrent claims, which skip each other's
-# candidates, rarely run out; a claim that does tries again while claimable tasks remain.
+# The candidates one ranking holds (sql/queries.sql, fair_choice), and each owner's next tasks
+# among them at least: enough that concurrent claims, which skip each other's candidates,
+# rarely run out; a claim that does ranks again while claimable tasks remain.
 PER_OWNER = 4
-SPREAD = 32
+SPREAD = 64
 FAIR_TRIES = 3
-# Seconds the quick path (the named task, its owner alone in waiting) is skipped in a queue
-# after it found other owners waiting there: it would miss again, one round trip wasted.
-SHARED_FOR = 1.0
-_others_seen: dict[str, float] = {}
+# Seconds a process claims from the ranking it made of a queue before it ranks again (sooner
+# when the ranking is used up): an owner whose first task arrives meanwhile waits at most
+# this long for its turn, and one ranking serves the process's claims of that moment.
+LISTED_FOR = 0.25
+# The ranking's next ids one claim passes to claim_listed: the first is usually claimable;
+# the others cover what other processes took since the ranking.
+CLAIM_FROM = 16
 # Candidates a claim tries from one ranking, one transaction each, before it ranks again
 # (FAIR_TRIES rankings at most) with limits, and on SQLite (the embedded mode).
 LIMITED_TRIES = 4
@@ -119,9 +127,35 @@ def forget_limits(**_kwargs) -> None:
 
 
 def forget() -> None:
-    """Forget what this process learnt: the limits, and the queues where owners shared."""
+    """Forget what this process learnt: the limits, and its rankings of the queues."""
     forget_limits()
-    _others_seen.clear()
+    _listed.clear()
+
+
+class Listed:
+    """A process's ranking of a queue: the ids of fair_candidates, the fairest first, less those
+    this process claimed or saw taken since."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+        self.ranked_at = time.monotonic()
+
+    def fresh(self) -> bool:
+        return bool(self.ids) and time.monotonic() - self.ranked_at < LISTED_FOR
+
+    def claim(self, params: dict) -> list[Task]:
+        """Claim the first of the next CLAIM_FROM ids that is still claimable, and keep the ids
+        after it (after all of them when none was)."""
+        ids = self.ids[:CLAIM_FROM]
+        moved = fetch(STATEMENTS["claim_listed"], {**params, "ids": "{" + ",".join(ids) + "}"})
+        taken = ids.index(str(moved[0].pk)) + 1 if moved else len(ids)
+        self.ids = self.ids[taken:]
+        return moved
+
+
+# Each process's rankings, by queue (threads of a process share them: a list is replaced, never
+# changed in place, and two claims from one list skip each other's like any two claims).
+_listed: dict[str, Listed] = {}
 
 
 def running_counts(*, kinds=(), owners=()) -> tuple[Counter, Counter]:
@@ -159,21 +193,7 @@ class FairPick(Pick):
                 return apply(transition, self.named, now=now, values=values)
             if uses_one_statement():
                 params, _ = statement_params(transition, self.named, now, values)
-                # The quick path: the named task, when its owner is alone in waiting (not
-                # tried for a while after other owners were seen waiting in the queue).
-                quick = self.named and time.monotonic() - _others_seen.get(self.queue, -SHARED_FOR) >= SHARED_FOR
-                moved = fetch(STATEMENTS["claim_named_alone"], params) if quick else []
-                if moved:
-                    return moved
-                params.update(self._choice_params(limits, now))
-                for _ in range(FAIR_TRIES):
-                    moved = _generic(STATEMENTS["claim_fairest"], params)
-                    if moved and quick:  # the quick path found other owners (or its task taken)
-                        _others_seen[self.queue] = time.monotonic()
-                    # Nothing moved: nothing waits, or concurrent claims held every candidate.
-                    if moved or not self._waiting(now):
-                        return moved
-                return []
+                return self._claim_listed(params, limits, now)
         for _ in range(FAIR_TRIES):
             candidates = self.candidates(limits, now)
             for task_id, owner_id, kind in candidates[:LIMITED_TRIES]:
@@ -186,6 +206,27 @@ class FairPick(Pick):
                 return []
         return []
 
+    def _claim_listed(self, params: dict, limits: Limits, now: datetime) -> list[Task]:
+        """The fair claim without limits: from this process's ranking of the queue while it is
+        fresh, else from a new one (FAIR_TRIES at most while claimable tasks remain)."""
+        listed = _listed.get(self.queue)
+        if listed is not None and listed.fresh():
+            moved = listed.claim(params)
+            while not moved and listed.ids:  # other claims took the ones passed: the next ones
+                moved = listed.claim(params)
+            if moved:
+                return moved
+        for _ in range(FAIR_TRIES):
+            listed = _listed[self.queue] = Listed([str(row[0]) for row in self.candidates(limits, now)])
+            while listed.ids:
+                moved = listed.claim(params)
+                if moved:
+                    return moved
+            # Nothing moved: nothing waits, or concurrent claims took every candidate.
+            if not self._waiting(now):
+                return []
+        return []
+
     def candidates(self, limits: Limits, now: datetime) -> list[tuple]:
         """(id, owner_id, kind) of the tasks this claim may take, the fairest first."""
         if not self.fair:
@@ -193,7 +234,10 @@ class FairPick(Pick):
             return list(named.values_list("id", "owner_id", "kind"))
         if uses_one_statement():
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # see _generic
+                # Planned for its parameters each time, the ranking cost more to plan than to
+                # run (1.2 ms against 0.7 ms here): its transaction asks for the generic plan,
+                # built once per connection.
+                cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 cursor.execute(STATEMENTS["fair_candidates"], self._choice_params(limits, now))
                 return cursor.fetchall()
         return self._candidates_by_orm(limits, now)
@@ -248,21 +292,6 @@ class FairPick(Pick):
                 found.append((by_owner[owner_id] + nth, rank, created_at, task_id, owner_id, kind))
         found.sort(key=lambda candidate: candidate[:3])
         return [candidate[3:] for candidate in found[:SPREAD]]
-
-
-def _generic(statement: str, params: dict) -> list[Task]:
-    """A fair statement, planned once per connection: custom plans of its CTEs cost more than
-    running it (1.2 ms against 0.7 ms here), so its transaction asks for the generic plan.
-    Its claim commits without waiting for the WAL flush, as every claim does
-    (sql/queries.sql, claim_task), unless it runs in a caller's transaction."""
-    caller_transaction = connection.in_atomic_block
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SET LOCAL plan_cache_mode = force_generic_plan"
-                + ("" if caller_transaction else "; SET LOCAL synchronous_commit = off")
-            )
-        return fetch(statement, params)
 
 
 def _claim_within(scopes, transition: Transition, task_id, *, now: datetime, values: dict) -> list[Task]:

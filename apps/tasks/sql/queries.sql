@@ -54,7 +54,7 @@ WITH settings AS (
         AND (
             coalesce(prior.queued_at, '-infinity') >= pg_postmaster_start_time()
             OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
-        ){alone}
+        )
     RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
@@ -82,7 +82,7 @@ WITH prior AS (
 SELECT * FROM moved
 
 -- name: fair_choice
--- A fragment of the two fair statements below (fairness.py), not a statement: the claimable,
+-- A fragment of fair_candidates (fairness.py), not a statement: the claimable,
 -- due tasks of one queue that may run now, the fairest first (`turn`, then priority, then age).
 --
 -- The owners with claimable work are found by a loose scan of task_claimable_owner (one probe
@@ -151,34 +151,28 @@ running AS MATERIALIZED (
     LIMIT %(spread)s
 )
 
--- name: alone
--- A condition of claim_task for the fair claim's quick path (fairness.py): the named task's
--- owner is the only one with claimable work in its queue, so it has nobody to be fair to, and
--- the broker already hands its wake-ups out by priority, then age. Two probes of
--- task_claimable_owner, one on each side of the owner.
-AND NOT EXISTS (
-    SELECT 1 FROM tasks_task AS other
-    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id < prior.owner_id
-) AND NOT EXISTS (
-    SELECT 1 FROM tasks_task AS other
-    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id > prior.owner_id
-)
-
--- name: claim_fairest
--- claim_task for the fairest task of a queue instead of a named one: the first candidate of
--- fair_choice that no other claim holds (SKIP LOCKED: concurrent claims take the next ones).
--- Used when no limit applies; with limits, fairness.py takes a scope's lock and recounts
--- before it claims a candidate of fair_candidates by id.
-WITH RECURSIVE settings AS (
+-- name: claim_listed
+-- claim_task for the first still-claimable task of a list the claiming process ranked with
+-- fair_candidates (fairness.py): `ids`, the fairest first, as a uuid[] literal. Each id is a
+-- probe by primary key, so the plan does not depend on the table's statistics nor on the dead
+-- index entries of claimed tasks; the ranking that does runs once for many claims. Ids that
+-- other claims took meanwhile, or hold now (SKIP LOCKED), are passed over; the claim rules
+-- of claim_task are checked on the locked row.
+WITH settings AS (
     SELECT set_config(
         'synchronous_commit', CASE WHEN %(async_commit)s THEN 'off' ELSE current_setting('synchronous_commit') END, true
     ) AS synchronous_commit
-), {fair_choice}, prior AS (
+), prior AS (
     SELECT t.id, t.status AS from_status
-    FROM candidates JOIN tasks_task AS t ON t.id = candidates.id, settings
+    FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS listed(id, n)
+    JOIN tasks_task AS t ON t.id = listed.id, settings
     WHERE settings.synchronous_commit IS NOT NULL AND t.status IN ({from_states})
         AND (t.run_at IS NULL OR t.run_at <= %(due)s)
-    ORDER BY candidates.turn, candidates.rank, candidates.created_at
+        AND (
+            coalesce(t.queued_at, '-infinity') >= pg_postmaster_start_time()
+            OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
+        )
+    ORDER BY listed.n
     LIMIT 1
     FOR UPDATE OF t SKIP LOCKED
 ), moved AS (
