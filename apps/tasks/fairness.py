@@ -14,11 +14,12 @@ by every claim, cached for LIMITS_SEEN_FOR in a process. They hold across all wo
 claim of a task that a limit covers takes that scope's advisory lock, recounts the scope's
 running tasks under it and claims in the same transaction.
 
-Without any limit a process ranks a queue (sql/queries.sql: fair_candidates) and claims from
-that ranking for LISTED_FOR seconds, one statement per claim (claim_listed: the first of its
-next ids still claimable, each found by primary key), then ranks again: the ranking's cost,
-which grows with the queue's owners and with the tasks claimed since the last VACUUM, is paid
-once for many claims.
+Without any limit, a wake-up whose task's owner is alone in waiting in its queue claims that
+task (the quick path: nobody to be fair to). Else a process ranks the queue (sql/queries.sql:
+fair_candidates) and claims from that ranking for LISTED_FOR seconds, one statement per claim
+(claim_listed: the first of its next ids still claimable, each found by primary key), then
+ranks again: the ranking's cost, which grows with the queue's owners and with the tasks
+claimed since the last VACUUM, is paid once for many claims.
 """
 
 import logging
@@ -48,8 +49,12 @@ LIMITS_SEEN_FOR = 1.0
 # among them at least: enough that concurrent claims, which skip each other's candidates,
 # rarely run out; a claim that does ranks again while claimable tasks remain.
 PER_OWNER = 4
-SPREAD = 64
+SPREAD = 256
 FAIR_TRIES = 3
+# Seconds the quick path (the named task, its owner alone in waiting) is skipped in a queue
+# after it found other owners waiting there: it would miss again, one round trip wasted.
+SHARED_FOR = 1.0
+_others_seen: dict[str, float] = {}
 # Seconds a process claims from the ranking it made of a queue before it ranks again (sooner
 # when the ranking is used up): an owner whose first task arrives meanwhile waits at most
 # this long for its turn, and one ranking serves the process's claims of that moment.
@@ -127,9 +132,11 @@ def forget_limits(**_kwargs) -> None:
 
 
 def forget() -> None:
-    """Forget what this process learnt: the limits, and its rankings of the queues."""
+    """Forget what this process learnt: the limits, its rankings of the queues, and the queues
+    where owners shared."""
     forget_limits()
     _listed.clear()
+    _others_seen.clear()
 
 
 class Listed:
@@ -193,7 +200,16 @@ class FairPick(Pick):
                 return apply(transition, self.named, now=now, values=values)
             if uses_one_statement():
                 params, _ = statement_params(transition, self.named, now, values)
-                return self._claim_listed(params, limits, now)
+                # The quick path: the named task, when its owner is alone in waiting (not
+                # tried for a while after other owners were seen waiting in the queue).
+                quick = self.named and time.monotonic() - _others_seen.get(self.queue, -SHARED_FOR) >= SHARED_FOR
+                moved = fetch(STATEMENTS["claim_named_alone"], params) if quick else []
+                if moved:
+                    return moved
+                moved = self._claim_listed(params, limits, now)
+                if moved and quick:  # the quick path found other owners (or its task taken)
+                    _others_seen[self.queue] = time.monotonic()
+                return moved
         for _ in range(FAIR_TRIES):
             candidates = self.candidates(limits, now)
             for task_id, owner_id, kind in candidates[:LIMITED_TRIES]:

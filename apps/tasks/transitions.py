@@ -14,6 +14,7 @@ data-modifying CTEs), locks the rows and writes through the ORM in a transaction
 import copy
 import functools
 import re
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -71,6 +72,7 @@ def _statements() -> dict[str, str]:
                 from_states=", ".join(f"'{state}'" for state in transition.from_states),
                 assignments=assignments,
                 endpoint_table=endpoint_table,
+                alone="",
             )
             statements[transition.name] = fill(task_returning=returning)
             if transition.fenced:
@@ -86,6 +88,10 @@ def _statements() -> dict[str, str]:
                 )
                 statements["fair_candidates"] = queries["fair_candidates"].format(fair_choice=choice)
                 statements["claim_listed"] = queries["claim_listed"].format(**fill.keywords, task_returning=returning)
+                alone = "\n" + textwrap.indent(
+                    queries["alone"].format(from_states=fill.keywords["from_states"]), " " * 8
+                )
+                statements["claim_named_alone"] = fill(task_returning=returning, alone=alone)
     event_columns = {field.column for field in TaskEvent._meta.concrete_fields if not field.primary_key}
     expected = {"task_id", "created_at", "from_status", "to_status", "actor_id", "message", "worker", "attempt"}
     if event_columns != expected:

@@ -54,7 +54,7 @@ WITH settings AS (
         AND (
             coalesce(prior.queued_at, '-infinity') >= pg_postmaster_start_time()
             OR pg_postmaster_start_time() < %(now)s - %(restart_grace)s
-        )
+        ){alone}
     RETURNING {task_returning}
 ), event AS (
     INSERT INTO tasks_taskevent (task_id, created_at, from_status, to_status, actor_id, message, worker, attempt)
@@ -149,6 +149,19 @@ running AS MATERIALIZED (
     ) AS pick
     ORDER BY turn, pick.rank, pick.created_at
     LIMIT %(spread)s
+)
+
+-- name: alone
+-- A condition of claim_task for the fair claim's quick path (fairness.py): the named task's
+-- owner is the only one with claimable work in its queue, so it has nobody to be fair to, and
+-- the broker already hands its wake-ups out by priority, then age. Two probes of
+-- task_claimable_owner, one on each side of the owner.
+AND NOT EXISTS (
+    SELECT 1 FROM tasks_task AS other
+    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id < prior.owner_id
+) AND NOT EXISTS (
+    SELECT 1 FROM tasks_task AS other
+    WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id > prior.owner_id
 )
 
 -- name: claim_listed

@@ -101,50 +101,50 @@ def test_within_an_owner_priority_then_age(owner, other_user):
     assert order[0].pk == newer_high[0].pk
 
 
-def test_an_owner_alone_in_its_queue_runs_its_tasks_in_its_own_order(owner, other_user):
-    """Nobody to be fair to: whichever wake-up comes, the owner's next task by priority, then age."""
-    first, second = queued(owner, 2)
+def test_an_owner_alone_in_its_queue_claims_the_named_task(owner, other_user):
+    """Nobody to be fair to: the wake-up's own task (the broker hands them out by priority)."""
+    _first, second = queued(owner, 2)
     queued(other_user, queue="elsewhere")  # another queue does not count
-    assert claim(second).pk == first.pk
-    assert claim(first).pk == second.pk
+    assert claim(second).pk == second.pk
 
 
-def test_a_process_reuses_its_ranking_for_a_moment(owner, other_user, monkeypatch):
+def test_a_process_reuses_its_ranking_for_a_moment(owner, other_user, make_user, monkeypatch):
     """Within LISTED_FOR of a ranking a process claims down its list; an owner who arrives
     meanwhile has its turn at the next ranking."""
     monkeypatch.setattr(fairness, "LISTED_FOR", 60)
-    mine = queued(owner, 3)
+    mine, theirs = queued(owner, 3), queued(other_user)
     assert claim(mine[0]).pk == mine[0].pk
     ranking = fairness._listed["fair"]
-    theirs = queued(other_user)
-    assert claim(mine[0]).pk == mine[1].pk  # from the ranking made before they arrived
+    late = queued(make_user("late@example.com"))
+    assert claim(mine[0]).pk == theirs[0].pk  # from the ranking made before they arrived
     assert fairness._listed["fair"] is ranking
     ranking.ranked_at -= 60  # the moment is over
-    assert claim(mine[0]).pk == theirs[0].pk
+    assert claim(mine[0]).pk == late[0].pk
     assert fairness._listed["fair"] is not ranking
 
 
-def test_ids_of_a_ranking_taken_by_other_processes_are_passed_over(owner, monkeypatch):
+def test_ids_of_a_ranking_taken_by_other_processes_are_passed_over(owner, other_user, monkeypatch):
     monkeypatch.setattr(fairness, "LISTED_FOR", 60)
     mine = queued(owner, fairness.CLAIM_FROM + 3)
+    theirs = queued(other_user, priority="low")  # ranked second: the same turn, a lower priority
     assert claim(mine[0]).pk == mine[0].pk
     ranking = fairness._listed["fair"]
     # Other processes claim the next CLAIM_FROM + 1 of this ranking: past the ids one claim passes.
-    taken = [task.pk for task in mine[1 : fairness.CLAIM_FROM + 2]]
+    taken = [theirs[0].pk] + [task.pk for task in mine[1 : fairness.CLAIM_FROM + 1]]
     Task.objects.filter(pk__in=taken).update(status=TaskStatus.RUNNING)
-    assert claim(mine[0]).pk == mine[-1].pk
-    assert fairness._listed["fair"] is ranking and ranking.ids == []
+    assert claim(mine[0]).pk == mine[fairness.CLAIM_FROM + 1].pk
+    assert fairness._listed["fair"] is ranking and ranking.ids == [str(mine[-1].pk)]
 
 
-def test_a_ranking_used_up_by_other_claims_is_made_again_at_once(owner, other_user, monkeypatch):
+def test_a_ranking_used_up_by_other_claims_is_made_again_at_once(owner, other_user, make_user, monkeypatch):
     """Every id of a fresh ranking taken meanwhile: the claim ranks again rather than drop its
     message while tasks wait."""
     monkeypatch.setattr(fairness, "LISTED_FOR", 60)
-    mine = queued(owner, 3)
+    mine, theirs = queued(owner, 3), queued(other_user)
     assert claim(mine[0]).pk == mine[0].pk
-    Task.objects.filter(pk__in=[mine[1].pk, mine[2].pk]).update(status=TaskStatus.RUNNING)
-    theirs = queued(other_user)
-    assert claim(mine[0]).pk == theirs[0].pk
+    Task.objects.filter(pk__in=[mine[1].pk, mine[2].pk, theirs[0].pk]).update(status=TaskStatus.RUNNING)
+    late = queued(make_user("late@example.com"))
+    assert claim(mine[0]).pk == late[0].pk
     assert claim(mine[0]) is None  # and nothing waits now: the message is dropped
 
 
@@ -304,7 +304,7 @@ def test_candidates_in_python_match_the_statement(owner, other_user, make_user):
     pick = fairness.FairPick("fair")
     limits, now = fairness.read_limits(), timezone.now()
     assert pick._candidates_by_orm(limits, now) == [tuple(row) for row in pick.candidates(limits, now)]
-    # Up to SPREAD // 3 owners = 21 each: the first owner's 7, the other's 3 low ones (its
+    # Up to SPREAD // 3 owners = 85 each: the first owner's 7, the other's 3 low ones (its
     # demo.fail tasks wait for their kind), none of the third's (at its own limit).
     assert len(pick.candidates(limits, now)) == 7 + 3
 

@@ -17,16 +17,6 @@ def queued_task(owner) -> Task:
     return Task.objects.create(owner=owner, kind="demo.noop", status=TaskStatus.QUEUED, queued_at=timezone.now())
 
 
-def ranked(monkeypatch, task: Task) -> None:
-    """Make this process's ranking of the task's queue, as its claims do at most every
-    LISTED_FOR seconds (claiming an earlier task of the queue), and keep it for the test, so
-    that the next claim is the claim alone. The limits, too, are read once a second per process."""
-    monkeypatch.setattr(fairness, "LISTED_FOR", 60)
-    earlier = queued_task(task.owner)
-    Task.objects.filter(pk=earlier.pk).update(created_at=task.created_at - timedelta(seconds=1))
-    assert services.task_claim(task_id=earlier.pk, worker="w0", queue=task.queue).pk == earlier.pk
-
-
 def test_a_submission_writes_the_task_and_its_event_in_one_statement(owner, django_assert_num_queries):
     # The owner's first submission also reads their quota figures and counts their unfinished
     # tasks (both then kept in the cache, apps/tasks/quotas.py); from the next one on, one statement.
@@ -41,7 +31,7 @@ def test_a_submission_writes_the_task_and_its_event_in_one_statement(owner, djan
     assert (event.from_status, event.to_status, event.actor, event.message) == ("", "queued", owner, "Submitted")
 
 
-def test_a_claim_is_one_statement_with_its_event(owner, django_assert_num_queries, monkeypatch):
+def test_a_claim_is_one_statement_with_its_event(owner, django_assert_num_queries):
     task = Task.objects.create(
         owner=owner,
         kind="demo.noop",
@@ -51,7 +41,7 @@ def test_a_claim_is_one_statement_with_its_event(owner, django_assert_num_querie
         result={"from": "the first attempt"},
         queued_at=timezone.now(),
     )
-    ranked(monkeypatch, task)
+    fairness.current_limits()  # read at most once a second per process, not per claim
     with django_assert_num_queries(1):
         claimed = services.task_claim(task_id=str(task.pk), worker="w1", queue=task.queue)
     assert (claimed.status, claimed.attempts, claimed.worker) == (TaskStatus.RUNNING, 2, "w1")
@@ -229,12 +219,12 @@ def test_prepared_statements_off_in_the_environment_means_django_defaults():
     assert "server_side_binding" not in off.stdout and "prepare_threshold" not in off.stdout
 
 
-def test_the_claim_is_one_statement_through_djangos_connection(owner, monkeypatch):
+def test_the_claim_is_one_statement_through_djangos_connection(owner):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     task = queued_task(owner)
-    ranked(monkeypatch, task)
+    fairness.current_limits()
     with CaptureQueriesContext(connection) as statements:
         assert services.task_claim(task_id=task.pk, worker="w1", queue=task.queue) is not None
     assert len(statements) == 1
