@@ -50,7 +50,7 @@ def forget_remembered_credentials():
 @pytest.fixture(autouse=True)
 def forget_concurrency_limits():
     """Each test reads the concurrency limits afresh (a process keeps them for a second), and
-    the fair claim ranks every queue afresh (a process claims from its ranking for a moment)."""
+    the fair claim starts with no ranking of any queue."""
     from apps.tasks import fairness
 
     fairness.forget()

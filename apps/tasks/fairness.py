@@ -51,10 +51,6 @@ LIMITS_SEEN_FOR = 1.0
 PER_OWNER = 4
 SPREAD = 256
 FAIR_TRIES = 3
-# Seconds the quick path (the named task, its owner alone in waiting) is skipped in a queue
-# after it found other owners waiting there: it would miss again, one round trip wasted.
-SHARED_FOR = 1.0
-_others_seen: dict[str, float] = {}
 # Seconds a process claims from the ranking it made of a queue before it ranks again (sooner
 # when the ranking is used up): an owner whose first task arrives meanwhile waits at most
 # this long for its turn, and one ranking serves the process's claims of that moment.
@@ -132,19 +128,22 @@ def forget_limits(**_kwargs) -> None:
 
 
 def forget() -> None:
-    """Forget what this process learnt: the limits, its rankings of the queues, and the queues
-    where owners shared."""
+    """Forget what this process learnt: the limits, and its rankings of the queues."""
     forget_limits()
     _listed.clear()
-    _others_seen.clear()
 
 
 class Listed:
-    """A process's ranking of a queue: the ids of fair_candidates, the fairest first, less those
-    this process claimed or saw taken since."""
+    """A process's ranking of a queue: the ids of fair_candidates, less those this process
+    claimed or saw taken since. Shared by several owners, the fairest first. One owner's is
+    only claimed from when a wake-up's own task was taken (the quick path missed), and is kept
+    the other way round, the owner's last-ranked task first: its wake-up is the furthest back
+    on the broker, where the next one's is likely in flight already, and its claim would then
+    miss in turn, and so on down the whole backlog."""
 
-    def __init__(self, ids: list[str]):
-        self.ids = ids
+    def __init__(self, rows: list[tuple]):
+        self.shared = len({row[1] for row in rows}) > 1
+        self.ids = [str(row[0]) for row in (rows if self.shared else reversed(rows))]
         self.ranked_at = time.monotonic()
 
     def fresh(self) -> bool:
@@ -200,16 +199,14 @@ class FairPick(Pick):
                 return apply(transition, self.named, now=now, values=values)
             if uses_one_statement():
                 params, _ = statement_params(transition, self.named, now, values)
-                # The quick path: the named task, when its owner is alone in waiting (not
-                # tried for a while after other owners were seen waiting in the queue).
-                quick = self.named and time.monotonic() - _others_seen.get(self.queue, -SHARED_FOR) >= SHARED_FOR
-                moved = fetch(STATEMENTS["claim_named_alone"], params) if quick else []
-                if moved:
-                    return moved
-                moved = self._claim_listed(params, limits, now)
-                if moved and quick:  # the quick path found other owners (or its task taken)
-                    _others_seen[self.queue] = time.monotonic()
-                return moved
+                # The quick path: the named task, when its owner is alone in waiting (not tried
+                # while this process's fresh ranking of the queue says that owners share it).
+                listed = _listed.get(self.queue)
+                if self.named and not (listed is not None and listed.shared and listed.fresh()):
+                    moved = fetch(STATEMENTS["claim_named_alone"], params)
+                    if moved:
+                        return moved
+                return self._claim_listed(params, limits, now)
         for _ in range(FAIR_TRIES):
             candidates = self.candidates(limits, now)
             for task_id, owner_id, kind in candidates[:LIMITED_TRIES]:
@@ -233,7 +230,7 @@ class FairPick(Pick):
             if moved:
                 return moved
         for _ in range(FAIR_TRIES):
-            listed = _listed[self.queue] = Listed([str(row[0]) for row in self.candidates(limits, now)])
+            listed = _listed[self.queue] = Listed(self.candidates(limits, now))
             while listed.ids:
                 moved = listed.claim(params)
                 if moved:

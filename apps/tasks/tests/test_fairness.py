@@ -164,6 +164,16 @@ def test_a_wake_up_whose_task_is_gone_still_claims_for_its_queue(owner):
     assert claim(ghost).pk == waiting[0].pk
 
 
+def test_a_wake_up_whose_task_was_taken_claims_its_owners_last_ranked_task(owner):
+    """Alone in its queue, an owner's next task's wake-up is likely in flight already: taking
+    that task would make its wake-up miss in turn, and so on down the backlog."""
+    mine = queued(owner, 3)
+    ghost = Task(id=uuid.uuid4(), queue="fair")
+    assert claim(ghost).pk == mine[2].pk
+    assert claim(mine[0]).pk == mine[0].pk  # the quick path again: the ranking is one owner's
+    assert claim(mine[1]).pk == mine[1].pk
+
+
 def test_with_fairness_off_the_named_task_is_claimed(owner, other_user, settings):
     settings.TASK_FAIR_CLAIM = False
     flood = queued(owner, 3)
