@@ -155,14 +155,18 @@ running AS MATERIALIZED (
 -- A condition of claim_task for the fair claim's quick path (fairness.py): the named task's
 -- owner is the only one with claimable work in its queue, so it has nobody to be fair to, and
 -- the broker already hands its wake-ups out by priority, then age. Two probes of
--- task_claimable_owner, one on each side of the owner.
-AND NOT EXISTS (
-    SELECT 1 FROM tasks_task AS other
+-- task_claimable_owner, one on each side of the owner, each the first entry in the index's
+-- order: written as NOT EXISTS, a generic plan made from a quiet queue's statistics read the
+-- whole backlog through task_unfinished_owner instead, for every claim.
+AND (
+    SELECT other.owner_id FROM tasks_task AS other
     WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id < prior.owner_id
-) AND NOT EXISTS (
-    SELECT 1 FROM tasks_task AS other
+    ORDER BY other.queue DESC, other.owner_id DESC LIMIT 1
+) IS NULL AND (
+    SELECT other.owner_id FROM tasks_task AS other
     WHERE other.queue = prior.queue AND other.status IN ({from_states}) AND other.owner_id > prior.owner_id
-)
+    ORDER BY other.queue, other.owner_id LIMIT 1
+) IS NULL
 
 -- name: claim_listed
 -- claim_task for the first still-claimable task of a list the claiming process ranked with
