@@ -136,8 +136,8 @@ def forget() -> None:
 class Listed:
     """A process's ranking of a queue: the ids of fair_candidates, less those this process
     claimed or saw taken since. Shared by several owners, the fairest first. One owner's is
-    only claimed from when a wake-up's own task was taken (the quick path missed), and is kept
-    the other way round, the owner's last-ranked task first: its wake-up is the furthest back
+    made when a wake-up's own task was taken (the quick path missed) and serves that claim
+    alone; it is kept the other way round, the owner's last-ranked task first: its wake-up is the furthest back
     on the broker, where the next one's is likely in flight already, and its claim would then
     miss in turn, and so on down the whole backlog."""
 
@@ -206,6 +206,8 @@ class FairPick(Pick):
                     moved = fetch(STATEMENTS["claim_named_alone"], params)
                     if moved:
                         return moved
+                    # Missed: its task was taken, or another owner now waits. Rank afresh.
+                    _listed.pop(self.queue, None)
                 return self._claim_listed(params, limits, now)
         for _ in range(FAIR_TRIES):
             candidates = self.candidates(limits, now)

@@ -174,6 +174,14 @@ def test_a_wake_up_whose_task_was_taken_claims_its_owners_last_ranked_task(owner
     assert claim(mine[1]).pk == mine[1].pk
 
 
+def test_an_owner_who_arrives_after_a_one_owner_ranking_is_served_at_the_next_claim(owner, other_user, monkeypatch):
+    monkeypatch.setattr(fairness, "LISTED_FOR", 60)
+    mine = queued(owner, 3)
+    assert claim(Task(id=uuid.uuid4(), queue="fair")).pk == mine[2].pk  # a one-owner ranking
+    theirs = queued(other_user)
+    assert claim(mine[0]).pk == theirs[0].pk  # the quick path misses, and the claim ranks again
+
+
 def test_with_fairness_off_the_named_task_is_claimed(owner, other_user, settings):
     settings.TASK_FAIR_CLAIM = False
     flood = queued(owner, 3)
