@@ -15,6 +15,8 @@ typo never runs with a default. A kind that takes free-form keys says so with
 kind with the validated ones. `/api/kinds/` shows either as the schema's `additionalProperties`.
 """
 
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,29 +54,52 @@ class Kind:
 
         Returns the JSON-able payload and the stored files it names (the task's inputs).
         """
-        serializer = self.payload(data=data, context={"owner": owner})
-        valid = serializer.is_valid()
-        errors = {} if self.extra_keys else unknown_field_errors(serializer, data)
-        if not valid:
-            errors = {**serializer.errors, **errors}
-        if errors:
-            raise serializers.ValidationError(errors)
-        return self._with_extra_keys(serializer, data, serializer.data), list(
-            _stored_files_in(serializer.validated_data)
-        )
+        with _payload_serializer(self.payload, owner) as serializer:
+            errors = {} if self.extra_keys else unknown_field_errors(serializer, data)
+            try:
+                values = serializer.run_validation(data)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({**exc.detail, **errors}) from None
+            if errors:
+                raise serializers.ValidationError(errors)
+            shown = serializer.to_representation(values)
+            return self._with_extra_keys(serializer, data, shown), list(_stored_files_in(values))
 
     def load_payload(self, data, *, owner) -> dict:
         """Validate a stored payload again at run time and return typed values for the kind.
 
         Undeclared keys are not refused here: a stored payload was checked when it was accepted."""
-        serializer = self.payload(data=data, context={"owner": owner})
-        serializer.is_valid(raise_exception=True)
-        return self._with_extra_keys(serializer, data, serializer.validated_data)
+        with _payload_serializer(self.payload, owner) as serializer:
+            return self._with_extra_keys(serializer, data, serializer.run_validation(data))
 
     def _with_extra_keys(self, serializer, data, values) -> dict:
         if not self.extra_keys or not isinstance(data, dict):
             return values
         return {**{key: value for key, value in data.items() if key not in serializer.fields}, **values}
+
+
+_prebuilt = threading.local()
+
+
+@contextlib.contextmanager
+def _payload_serializer(serializer_class: type[serializers.Serializer], owner):
+    """This thread's instance of a payload serializer, with the owner in its context.
+
+    What `serializer_class(data=..., context={"owner": owner})` would validate, without building
+    the serializer's fields again: DRF deep-copies every declared field into each instance,
+    which cost more than validating a small payload, at submission and again at every run.
+    `run_validation()` keeps nothing of a call on the instance; fields, nested serializers and
+    `validate_<field>` methods read the context from the root, as with a new instance. A payload
+    serializer must therefore not shape its fields from the context in `__init__`."""
+    built = _prebuilt.__dict__.setdefault("by_class", {})
+    serializer = built.get(serializer_class)
+    if serializer is None:
+        serializer = built[serializer_class] = serializer_class()
+    serializer._context = {"owner": owner}  # what DRF's __init__ keeps of context=
+    try:
+        yield serializer
+    finally:
+        serializer._context = {}
 
 
 def _stored_files_in(value):

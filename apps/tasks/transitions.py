@@ -23,7 +23,7 @@ from uuid import UUID
 
 from django.apps import apps as django_apps
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -101,6 +101,47 @@ def _statements() -> dict[str, str]:
 
 STATEMENTS = _statements()
 _FIELDS = {model_field.name: model_field for model_field in Task._meta.concrete_fields}
+
+# Field classes whose `get_db_prep_save(value)` is the value itself on PostgreSQL, for None and
+# for values of the type named here (Django's own conversions: `to_python` returns a str, an
+# aware datetime, a UUID or a bool as it is, and PostgreSQL's backend passes datetimes and
+# UUIDs on unchanged; integers are not here: it wraps them in psycopg's sized types, which
+# server-side binding needs). Exact classes only: a subclass may convert. The named statements
+# pass a task's values this way, as every call through the ORM's conversions cost a POST and a
+# worker's run more CPU than their statement's round trip; pinned against the ORM's result
+# in apps/tasks/tests/test_hot_path.py.
+_AS_IS = {
+    models.CharField: str,
+    models.TextField: str,
+    models.URLField: str,
+    models.DateTimeField: datetime,
+    models.UUIDField: UUID,
+    models.BooleanField: bool,
+}
+
+
+def _passes_as_is(accepted: type | None, value) -> bool:
+    if accepted is None:
+        return False
+    if value is None:
+        return True
+    if accepted is bool:
+        return type(value) is bool
+    if accepted is datetime:  # a naive one is made aware, with a warning
+        return isinstance(value, datetime) and value.utcoffset() is not None
+    return isinstance(value, accepted)
+
+
+def db_value(model_field: models.Field, value, accepted: type | None = None):
+    """`model_field.get_db_prep_save(value, connection)` for a named statement on PostgreSQL,
+    without the ORM's calls where they would give the value back unchanged (_AS_IS)."""
+    if _passes_as_is(accepted or _AS_IS.get(type(model_field)), value):
+        return value
+    return model_field.get_db_prep_save(value, connection)
+
+
+# Each Task field with the type it passes on as is (or None), looked up once.
+_ACCEPTS = {name: _AS_IS.get(type(model_field)) for name, model_field in _FIELDS.items()}
 
 
 @functools.cache
@@ -312,8 +353,8 @@ def statement_params(transition: Transition, task_id, now: datetime, values: dic
     """The parameters of a transition's statement (sql/queries.sql), and what it changes."""
     changes = _changes(transition, values, now)
     del changes["status"]  # written out in the statement
-    params = {name: _FIELDS[name].get_db_prep_save(value, connection) for name, value in changes.items()}
-    params.update(id=Task._meta.pk.get_db_prep_value(task_id, connection), now=now)
+    params = {name: db_value(_FIELDS[name], value, _ACCEPTS[name]) for name, value in changes.items()}
+    params.update(id=db_value(Task._meta.pk, task_id, UUID), now=now)
     if transition.statement == "claim_task":
         params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
         # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
@@ -385,7 +426,7 @@ def _create(transitions, tasks: list[Task], *, now: datetime, details: dict, act
     if len(tasks) == 1 and uses_one_statement():
         task = tasks[0]
         params = {
-            model_field.column: model_field.get_db_prep_save(model_field.pre_save(task, add=True), connection)
+            model_field.column: db_value(model_field, model_field.pre_save(task, add=True), _ACCEPTS[model_field.name])
             for model_field in Task._meta.concrete_fields
         }
         message = _message(by_state[task.status], details, task.attempts)

@@ -166,6 +166,11 @@ def test_a_task_cannot_name_another_users_file(owner_api, other_api):
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["payload"]["file"] == [f"You have no file with id {file_id}."]
     assert not Task.objects.exists()
+    # Each validation reads its own caller's owner (the payload serializer is built once per
+    # thread, its context set per call): the file's owner may name it, then the other still not.
+    assert submit(other_api, "files.csv_report", {"file": file_id}).status_code == 201
+    assert submit(owner_api, "files.csv_report", {"file": file_id}).status_code == 400
+    assert Task.objects.count() == 1
 
 
 @pytest.mark.django_db

@@ -1,6 +1,8 @@
 """The transitions on the hot path are one statement each, event included (apps/tasks/sql/queries.sql)."""
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
@@ -319,3 +321,52 @@ def test_a_task_queued_before_the_database_started_waits_a_lease_before_it_can_b
 
     settings.TASK_LEASE_SECONDS = 30  # a lease after the start: claimable again
     assert services.task_claim(task_id=before_start.pk, worker="w1").pk == before_start.pk
+
+
+_KATHMANDU = ZoneInfo("Asia/Kathmandu")  # +05:45
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("kind", "démo.\u200bnoop"),
+        ("status", TaskStatus.QUEUED),  # a str enum: passed on as the member, as the ORM does
+        ("worker", ""),
+        ("description", "x" * 10_000),
+        ("callback_url", "https://example.com/hook?q=ü"),
+        ("idempotency_key", None),
+        ("id", uuid.UUID(int=2**128 - 1)),
+        ("id", "00000000-0000-0000-0000-000000000001"),  # a str: converted
+        ("run_id", None),
+        ("lease_expires_at", datetime(2100, 1, 1, tzinfo=_KATHMANDU)),
+        ("started_at", datetime(1, 1, 1, tzinfo=UTC)),
+        ("attempts", 2_147_483_647),
+        ("attempts", True),  # a bool for an integer column: converted to 1
+        ("progress", 100),
+        ("progress", 7.9),  # converted: int() as the ORM does
+        ("cancel_requested", False),
+        ("result", {"a": [1, None, "\u00e9"]}),  # JSON: always the ORM's adapter
+        ("payload", None),
+        ("owner", 7),  # a foreign key: the ORM's own
+    ],
+)
+def test_a_value_for_a_statement_is_what_the_orm_would_pass(name, value):
+    from django.db import connection
+
+    model_field = Task._meta.get_field(name)
+    expected = model_field.get_db_prep_save(value, connection)
+    passed = transitions.db_value(model_field, value)
+    assert type(passed) is type(expected)
+    assert getattr(passed, "obj", passed) == getattr(expected, "obj", expected)
+
+
+def test_a_naive_datetime_for_a_statement_is_made_aware_as_the_orm_does():
+    from django.db import connection
+
+    model_field = Task._meta.get_field("started_at")
+    naive = datetime(2026, 12, 2, 3, 4, 5)
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        expected = model_field.get_db_prep_save(naive, connection)
+    with pytest.warns(RuntimeWarning, match="naive datetime"):
+        passed = transitions.db_value(model_field, naive)
+    assert passed == expected and passed.utcoffset() is not None
