@@ -77,6 +77,7 @@ CPU_MS_TARGET = 4.0
 BULK_CHUNK = 1000  # TASK_BULK_MAX
 POLL_SECONDS = 0.25
 SQL_SEED_ROWS = 2_000_000
+REFERENCE_LOOP = 1_000_000  # iterations of reference_loop_ms()'s loop
 # Issue targets for rows 5 and 6, in server milliseconds (medians), at any table size.
 ADMIN_CHANGELIST_MS = 100
 ADMIN_DASHBOARD_COLD_MS = 150
@@ -193,6 +194,18 @@ def gunicorn_flags(port: int) -> list[str]:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def reference_loop_ms() -> float:
+    """This machine's speed at pure Python, for comparing absolute figures between runs on
+    different machines (the CPU-per-request targets are absolute milliseconds): the CPU time of
+    a fixed loop, the best of five."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        sum(i * i for i in range(REFERENCE_LOOP))
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
 
 
 def cpu_seconds(pids) -> dict[int, float]:
@@ -1380,6 +1393,7 @@ class Bench:
 
     def run(self) -> dict:
         started = time.monotonic()
+        self.reference_ms = reference_loop_ms()
         wanted = set(self.args.only or ["1", "2", "3", "4", "5", "6", "7", "S", "F", "limits"])
         try:
             self.ensure_database()
@@ -1447,6 +1461,7 @@ class Bench:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
             f"{platform.python_version()}",
             "elapsed_s": round(elapsed, 1),
+            "reference_loop_ms": self.reference_ms,
             "task_rows": self.prep.get("task_rows") if hasattr(self, "prep") else None,
             "baseline_rows": self.prep.get("baseline_rows") if hasattr(self, "prep") else None,
             "seeded_with": self.prep.get("seeded_with") if hasattr(self, "prep") else None,
@@ -1503,8 +1518,13 @@ def markdown(results: dict) -> str:
     meta = results["meta"]
     lines = [
         f"Measured {meta['date']} at {meta['commit']} on {meta['machine']}; profile `{meta['profile']}`, "
-        f"{meta['rounds']} alternating rounds per pair, {meta['elapsed_s']:.0f} s in all. "
-        f"Ratio: median of the per-round ratios (min{DASH}max across rounds).",
+        f"{meta['rounds']} alternating rounds per pair, {meta['elapsed_s']:.0f} s in all"
+        + (
+            f"; this machine's reference loop {meta['reference_loop_ms']:,.0f} ms of CPU"
+            if "reference_loop_ms" in meta
+            else ""
+        )
+        + f". Ratio: median of the per-round ratios (min{DASH}max across rounds).",
         "",
         "| # | TaskFlow | baseline (same run) | TaskFlow median | baseline median "
         f"| ratio (min{DASH}max) | target | met |",
