@@ -55,22 +55,32 @@ class Kind:
         Returns the JSON-able payload and the stored files it names (the task's inputs).
         """
         with _payload_serializer(self.payload, owner) as serializer:
-            errors = {} if self.extra_keys else unknown_field_errors(serializer, data)
+            unknown = {} if self.extra_keys else unknown_field_errors(serializer, data)
             try:
-                values = serializer.run_validation(data)
-            except serializers.ValidationError as exc:
-                raise serializers.ValidationError({**exc.detail, **errors}) from None
-            if errors:
-                raise serializers.ValidationError(errors)
-            shown = serializer.to_representation(values)
-            return self._with_extra_keys(serializer, data, shown), list(_stored_files_in(values))
+                values, valid = serializer.run_validation(data), True
+            except serializers.ValidationError:
+                values, valid = None, False
+            if valid and not unknown:
+                shown = serializer.to_representation(values)
+                return self._with_extra_keys(serializer, data, shown), list(_stored_files_in(values))
+        # Refused: the errors in the words of is_valid(), from a serializer of this call's own.
+        serializer = self.payload(data=data, context={"owner": owner})
+        serializer.is_valid()
+        raise serializers.ValidationError({**serializer.errors, **unknown})
 
     def load_payload(self, data, *, owner) -> dict:
         """Validate a stored payload again at run time and return typed values for the kind.
 
         Undeclared keys are not refused here: a stored payload was checked when it was accepted."""
         with _payload_serializer(self.payload, owner) as serializer:
-            return self._with_extra_keys(serializer, data, serializer.run_validation(data))
+            try:
+                return self._with_extra_keys(serializer, data, serializer.run_validation(data))
+            except serializers.ValidationError:
+                pass
+        # Refused: raised in the words of is_valid(), from a serializer of this call's own.
+        serializer = self.payload(data=data, context={"owner": owner})
+        serializer.is_valid(raise_exception=True)
+        return self._with_extra_keys(serializer, data, serializer.validated_data)
 
     def _with_extra_keys(self, serializer, data, values) -> dict:
         if not self.extra_keys or not isinstance(data, dict):

@@ -58,6 +58,26 @@ def test_submit_with_an_invalid_payload_names_the_field(owner_api):
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize("payload", [[1], "x", 5, True])
+def test_submit_with_a_payload_that_is_not_an_object_is_a_400(owner_api, payload):
+    response = submit(owner_api, kind="demo.sleep", payload=payload)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["payload"] == {
+        "non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(payload).__name__}."]
+    }
+    assert not Task.objects.exists()
+
+
+def test_invalid_and_unknown_payload_keys_are_named_together_and_the_next_payload_is_judged_alone(owner_api):
+    response = submit(owner_api, kind="demo.sleep", payload={"seconds": -1, "bogus": 1})
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]["payload"]) == {"seconds", "bogus"}
+    response = submit(owner_api, kind="demo.sleep", payload={"seconds": 0.5})
+    assert response.status_code == 201
+    assert response.json()["payload"] == {"seconds": 0.5, "steps": 10}
+    assert Task.objects.count() == 1
+
+
 def test_submit_with_a_payload_over_256_kb_is_a_413(owner_api):
     response = submit(owner_api, payload={"echo": "x" * (256 * 1024)})
     assert response.status_code == 413
