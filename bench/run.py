@@ -1461,7 +1461,8 @@ class Bench:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
             f"{platform.python_version()}",
             "elapsed_s": round(elapsed, 1),
-            "reference_loop_ms": self.reference_ms,
+            # at the start and at the end: this shared machine's speed moves within a run
+            "reference_loop_ms": [self.reference_ms, reference_loop_ms()],
             "task_rows": self.prep.get("task_rows") if hasattr(self, "prep") else None,
             "baseline_rows": self.prep.get("baseline_rows") if hasattr(self, "prep") else None,
             "seeded_with": self.prep.get("seeded_with") if hasattr(self, "prep") else None,
@@ -1520,7 +1521,9 @@ def markdown(results: dict) -> str:
         f"Measured {meta['date']} at {meta['commit']} on {meta['machine']}; profile `{meta['profile']}`, "
         f"{meta['rounds']} alternating rounds per pair, {meta['elapsed_s']:.0f} s in all"
         + (
-            f"; this machine's reference loop {meta['reference_loop_ms']:,.0f} ms of CPU"
+            "; this machine's reference loop {:,.0f} ms of CPU at the start, {:,.0f} ms at the end".format(
+                *meta["reference_loop_ms"]
+            )
             if "reference_loop_ms" in meta
             else ""
         )

@@ -72,7 +72,7 @@ def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_dat
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert results["meta"]["reference_loop_ms"] > 0  # the machine's speed, beside absolute figures
+    assert min(results["meta"]["reference_loop_ms"]) > 0  # the machine's speed, beside absolute figures
     assert "reference loop" in (tmp_path / "latest.md").read_text()
     rows = {row["id"]: row for row in results["rows"]}
     assert set(rows) >= PAIR_ROWS
