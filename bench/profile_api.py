@@ -84,6 +84,30 @@ def credentials(*, staff: bool, auth: str) -> tuple[int, str]:
     return user.pk, f"Api-Key {raw}"
 
 
+def add_cprofile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sort", default="cumulative", help="cProfile's sort order")
+    parser.add_argument("--limit", type=int, default=60, help="cProfile: lines printed")
+    parser.add_argument("--output", help="cProfile: write the .pstats file here")
+
+
+_kept: list = []  # what must live as long as the process
+
+
+def setup_production_django(parser: argparse.ArgumentParser) -> None:
+    """Django as in a production process: the bench's settings (DEBUG must be off), and
+    prometheus_client in multiprocess mode, as under gunicorn (deploy/gunicorn.conf.py) and
+    in a worker's pool, its directory removed when the process ends."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    metrics_dir = tempfile.TemporaryDirectory(prefix="taskflow-profile-metrics-")
+    _kept.append(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+    django.setup()
+    from django.conf import settings
+
+    if settings.DEBUG:
+        parser.error("run with DEBUG=false: the figure is for production settings")
+
+
 def delete_tasks(owner_id: int) -> None:
     from django.db import connection
 
@@ -103,22 +127,13 @@ def main(argv=None) -> int:
     parser.add_argument("--auth", choices=["api-key", "jwt"], default="api-key")
     parser.add_argument("--staff", action="store_true", help="as a superuser (the list then shows every task)")
     parser.add_argument("--profile", choices=["cprofile", "pyinstrument"], help="profile the measured requests")
-    parser.add_argument("--sort", default="cumulative", help="cProfile's sort order")
-    parser.add_argument("--limit", type=int, default=60, help="cProfile: lines printed")
-    parser.add_argument("--output", help="cProfile: write the .pstats file here")
+    add_cprofile_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    # As under gunicorn (deploy/gunicorn.conf.py): prometheus_client in multiprocess mode.
-    metrics_dir = tempfile.TemporaryDirectory(prefix="taskflow-profile-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    django.setup()
-    from django.conf import settings
+    setup_production_django(parser)
     from django.core.wsgi import get_wsgi_application
 
-    if settings.DEBUG:
-        parser.error("run with DEBUG=false: the figure is for production settings")
     application = get_wsgi_application()
     user_id, authorization = credentials(staff=args.staff, auth=args.auth)
     method, path, body = ENDPOINTS[args.endpoint]

@@ -19,10 +19,9 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
-import django
+from bench.profile_api import add_cprofile_arguments, setup_production_django
 
 PROFILE_EMAIL = "bench-profile-worker@bench.taskflow.local"
 QUEUE = "bench-profile-worker"  # served by no worker: the wake-ups published are deleted after
@@ -34,20 +33,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--profile", choices=["cprofile"], help="profile the measured runs")
-    parser.add_argument("--sort", default="cumulative", help="cProfile's sort order")
-    parser.add_argument("--limit", type=int, default=60, help="cProfile: lines printed")
-    parser.add_argument("--output", help="cProfile: write the .pstats file here")
+    add_cprofile_arguments(parser)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-    # As in a pool child: prometheus_client in multiprocess mode.
-    metrics_dir = tempfile.TemporaryDirectory(prefix="taskflow-profile-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    django.setup()
+    setup_production_django(parser)
     from django.conf import settings
 
-    if settings.DEBUG:
-        parser.error("run with DEBUG=false: the figure is for production settings")
     from apps.accounts.models import User
     from apps.tasks.models import Task
     from apps.tasks.submission import TaskSpec, task_submit_bulk
