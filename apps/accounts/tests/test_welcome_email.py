@@ -12,8 +12,13 @@ def test_registration_welcome_email_is_sent_by_a_real_worker(api, celery_worker,
         format="json",
     )
     assert response.status_code == 201
-    messages = wait_for(lambda: list(mail_dir.iterdir()), timeout=30, message="the welcome email")
-    text = messages[0].read_text()
+
+    # Django's file backend creates the file before it writes the message, and ends each
+    # message with a line of 79 dashes: wait for a whole one.
+    def written():
+        return [text for text in (path.read_text() for path in mail_dir.iterdir()) if text.endswith("-" * 79 + "\n")]
+
+    text = wait_for(written, timeout=30, message="the welcome email")[0]
     assert "To: welcome@example.com" in text
     assert "Subject: Welcome to TaskFlow" in text
     assert "Hello Wendy" in text
