@@ -132,16 +132,12 @@ def _passes_as_is(accepted: type | None, value) -> bool:
     return isinstance(value, accepted)
 
 
-def db_value(model_field: models.Field, value, accepted: type | None = None):
+def db_value(model_field: models.Field, value):
     """`model_field.get_db_prep_save(value, connection)` for a named statement on PostgreSQL,
     without the ORM's calls where they would give the value back unchanged (_AS_IS)."""
-    if _passes_as_is(accepted or _AS_IS.get(type(model_field)), value):
+    if _passes_as_is(_AS_IS.get(type(model_field)), value):
         return value
     return model_field.get_db_prep_save(value, connection)
-
-
-# Each Task field with the type it passes on as is (or None), looked up once.
-_ACCEPTS = {name: _AS_IS.get(type(model_field)) for name, model_field in _FIELDS.items()}
 
 
 @functools.cache
@@ -353,8 +349,8 @@ def statement_params(transition: Transition, task_id, now: datetime, values: dic
     """The parameters of a transition's statement (sql/queries.sql), and what it changes."""
     changes = _changes(transition, values, now)
     del changes["status"]  # written out in the statement
-    params = {name: db_value(_FIELDS[name], value, _ACCEPTS[name]) for name, value in changes.items()}
-    params.update(id=db_value(Task._meta.pk, task_id, UUID), now=now)
+    params = {name: db_value(_FIELDS[name], value) for name, value in changes.items()}
+    params.update(id=db_value(Task._meta.pk, task_id), now=now)
     if transition.statement == "claim_task":
         params["due"] = now + CLAIM_GRACE  # the claim's guard, written out in its statement
         # Its commit need not wait for the WAL flush, unless it is part of a caller's transaction.
@@ -426,7 +422,7 @@ def _create(transitions, tasks: list[Task], *, now: datetime, details: dict, act
     if len(tasks) == 1 and uses_one_statement():
         task = tasks[0]
         params = {
-            model_field.column: db_value(model_field, model_field.pre_save(task, add=True), _ACCEPTS[model_field.name])
+            model_field.column: db_value(model_field, model_field.pre_save(task, add=True))
             for model_field in Task._meta.concrete_fields
         }
         message = _message(by_state[task.status], details, task.attempts)

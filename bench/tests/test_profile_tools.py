@@ -41,6 +41,7 @@ def run_harness(*args: str) -> dict:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 < result["cpu_ms_min"] <= result["cpu_ms_median"] <= result["cpu_ms_max"], result
+    result["printed"] = done.stdout
     return result
 
 
@@ -56,6 +57,7 @@ def test_the_worker_harness_profiles_the_executor():
         "bench.profile_worker", "--tasks", "10", "--warmup", "2", "--batches", "2", "--profile", "cprofile"
     )
     assert done["profiled"]
+    assert "apps/tasks/executor.py" in done["printed"]  # cProfile's table covers the executor
 
 
 def test_the_api_harness_measures_a_post_and_a_list():
