@@ -10,9 +10,10 @@ class TasksConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
         from django.utils.module_loading import autodiscover_modules
 
+        from apps.accounts.models import Quota
         from apps.core.metrics import register_system_gauges
 
-        from . import fairness, metrics
+        from . import fairness, metrics, quotas
         from .models import ConcurrencyLimit
 
         def limit_saved(instance, signal, **_kwargs):
@@ -23,6 +24,16 @@ class TasksConfig(AppConfig):
         # An edit applies to this process's next claim, and wakes what the new room admits.
         post_save.connect(limit_saved, sender=ConcurrencyLimit, weak=False)
         post_delete.connect(limit_saved, sender=ConcurrencyLimit, weak=False)
+
+        def quota_saved(instance, **_kwargs):
+            # At once, and again after the commit: a submission in between could keep a
+            # headroom made from the figures before the edit.
+            quotas.backlog_forget(instance.user)
+            transaction.on_commit(lambda: quotas.backlog_forget(instance.user))
+
+        # An owner's new figures apply to the next submission, from any process.
+        post_save.connect(quota_saved, sender=Quota, weak=False)
+        post_delete.connect(quota_saved, sender=Quota, weak=False)
 
         autodiscover_modules("kinds")  # every app's kinds.py registers its task kinds
         # Queue depths and tasks by status, computed when the web's /metrics is scraped.

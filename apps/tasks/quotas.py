@@ -1,16 +1,20 @@
 """The owner's quotas on tasks and schedules (the figures: apps.accounts.services.quota_limits).
 
-Tasks not yet final are counted on every submission, so the count is kept as an upper bound in
-the cache: the last exact count plus every task accepted since (tasks finishing are not taken
-off). While the bound stays within the quota a submission costs one cache increment; past it,
-the exact count is taken again (capped at the quota, from an index of unfinished tasks) and
-becomes the new bound. Two submissions racing at the very edge can overshoot by one request's
-tasks: a quota protects capacity, it is not a billing figure.
+Tasks not yet final are counted on every submission, so what is left of the quota is kept in
+the cache as a lower bound, the headroom: the quota less the last exact count and every task
+accepted since (tasks finishing are not given back). While the headroom covers a submission it
+costs one cache decrement, one round trip: neither the count nor the quota's figures are read.
+Past it, the exact count is taken again (capped at the quota, from an index of unfinished
+tasks) against the quota's figures, and sets the new headroom. A change of the owner's figures
+drops the headroom (backlog_forget, on a Quota's save or delete: apps.py), and the default quota is part of the
+key, so either applies at the next submission. Two submissions racing at the very edge can
+overshoot by one request's tasks: a quota protects capacity, it is not a billing figure.
 """
 
 from datetime import timedelta
 from itertools import pairwise
 
+from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
@@ -20,7 +24,7 @@ from apps.core.exceptions import BacklogQuotaExceeded, QuotaExceeded
 from . import cron
 from .models import UNFINISHED_STATUSES, Schedule, Task
 
-# How long a bound is trusted at most before an exact count.
+# How long a headroom is trusted at most before an exact count.
 BACKLOG_BOUND_SECONDS = 600
 # A cron schedule's shortest gap is judged over this many of its next runs.
 CRON_RUNS_CHECKED = 200
@@ -31,21 +35,30 @@ def unfinished_count(owner, *, cap: int) -> int:
     return Task.objects.filter(owner=owner, status__in=UNFINISHED_STATUSES).values("pk")[:cap].count()
 
 
+def _headroom_key(owner) -> str:
+    return user_cache_key(owner, f"backlog-headroom:{settings.QUOTAS['tasks_not_final']}")
+
+
 def check_backlog(owner, adding: int) -> None:
     """Refuse (BacklogQuotaExceeded, a 429) `adding` more tasks past the owner's quota."""
-    key = user_cache_key(owner, "unfinished-bound")
+    key = _headroom_key(owner)
     try:
-        bound = cache.incr(key, adding)
-    except ValueError:  # no bound yet (or it expired)
-        bound = None
-    limit = quota_limits(owner)["tasks_not_final"]
-    if bound is not None and bound <= limit:
+        headroom = cache.decr(key, adding)
+    except ValueError:  # no headroom kept yet (or it expired, or the figures changed)
+        headroom = None
+    if headroom is not None and headroom >= 0:
         return
+    limit = quota_limits(owner)["tasks_not_final"]
     current = unfinished_count(owner, cap=limit + 1)
     quota_check(
         owner, "tasks_not_final", current=current, adding=adding, what="tasks not yet final", error=BacklogQuotaExceeded
     )
-    cache.set(key, current + adding, BACKLOG_BOUND_SECONDS)
+    cache.set(key, limit - current - adding, BACKLOG_BOUND_SECONDS)
+
+
+def backlog_forget(owner) -> None:
+    """Drop the kept headroom: the next submission counts exactly, against the current figures."""
+    cache.delete(_headroom_key(owner))
 
 
 def shortest_gap(*, cron_expression: str, zone: str, interval_seconds: int | None) -> timedelta | None:

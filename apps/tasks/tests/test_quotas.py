@@ -88,6 +88,25 @@ def test_staff_raise_one_users_quota_and_it_applies_at_once(owner_api, owner, sm
     assert submit(owner_api).json()["error"]["limit"] == 3
 
 
+def test_staff_lower_one_users_quota_below_the_kept_headroom_and_it_applies_at_once(owner_api, owner, small_quotas):
+    # One accepted task leaves a headroom of two under the default of three.
+    assert submit(owner_api).status_code == 201
+    Quota.objects.create(user=owner, tasks_not_final=1)  # drops the headroom as well
+    refused = submit(owner_api)
+    assert refused.status_code == 429
+    assert (refused.json()["error"]["limit"], refused.json()["error"]["current"]) == (1, 1)
+    Quota.objects.filter(user=owner).delete()  # through the queryset: post_delete still fires
+    assert [submit(owner_api).status_code for _ in range(3)] == [201, 201, 429]
+
+
+def test_a_lower_default_quota_applies_to_the_next_submission(owner_api, owner, settings, small_quotas):
+    assert submit(owner_api).status_code == 201  # a headroom of two kept under the default of three
+    settings.QUOTAS = {**settings.QUOTAS, "tasks_not_final": 1}
+    refused = submit(owner_api)
+    assert refused.status_code == 429 and refused.json()["error"]["limit"] == 1
+    assert Task.objects.filter(owner=owner).count() == 1
+
+
 def test_run_now_past_the_quota_is_a_429(owner_api, owner, small_quotas):
     schedule = schedule_create(
         owner=owner, spec=ScheduleSpec(name="hourly", kind="demo.noop", payload={}, cron="0 * * * *")
