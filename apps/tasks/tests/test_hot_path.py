@@ -232,6 +232,44 @@ def test_the_claim_is_one_statement_through_djangos_connection(owner):
     assert len(statements) == 1
 
 
+def test_the_named_statements_share_one_cursor_per_connection_and_a_new_one_after_a_reconnect(owner):
+    from django.db import connection, connections
+
+    def kept():
+        return connections["default"].__dict__.get("taskflow_kept_cursor", (None, None))[1]
+
+    connection.close()
+    task, _ = services.task_submit(owner=owner, spec=TaskSpec(kind="demo.noop", payload={}))
+    first = kept()
+    claimed = services.task_claim(task_id=task.pk, worker="w1")
+    assert claimed.status == TaskStatus.RUNNING and kept() is first is not None
+    # The connection was cut (a database restart, a health check that failed): a new one, a new cursor.
+    connection.close()
+    assert services.task_succeed(task=claimed, result={"ok": True}) is True
+    assert kept() is not first and not kept().closed
+    stored = Task.objects.get(pk=task.pk)
+    assert (stored.status, stored.result, stored.finished_at.tzinfo is not None) == ("succeeded", {"ok": True}, True)
+    assert stored.started_at == claimed.started_at  # read back through the kept cursor as the ORM reads it
+
+
+def test_a_named_statement_fails_with_djangos_exceptions_and_the_next_one_works(owner):
+    from django.db import DataError, InternalError, transaction
+
+    # Django's DataError, not psycopg's: callers catch Django's (the executor's reconnect, the finish's).
+    with pytest.raises(DataError), transaction.atomic():
+        transitions.execute("SELECT 1 / %(zero)s", {"zero": 0})
+    assert transitions.execute("SELECT %(one)s::int", {"one": 1}) == [(1,)]
+    with transaction.atomic():
+        task = queued_task(owner)
+        with pytest.raises(DataError):
+            transitions.execute("SELECT 1 / %(zero)s", {"zero": 0})
+        # Inside the failed transaction PostgreSQL refuses what follows, through Django's errors too.
+        with pytest.raises(InternalError):
+            transitions.execute("SELECT 1", {})
+        transaction.set_rollback(True)
+    assert not Task.objects.filter(pk=task.pk).exists()
+
+
 def test_a_bulk_publish_puts_every_wake_up_on_the_broker_in_batches(redis_client):
     """More wake-ups than one pipeline holds (PUBLISH_BATCH): each task's arrives exactly once."""
     import json
