@@ -1,15 +1,11 @@
 """The benchmark harness runs end to end at tiny sizes (correctness only: no timing is asserted)."""
 
-import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
 import pytest
 from django.conf import settings
 
@@ -32,36 +28,12 @@ PAIR_ROWS = {
 CPU_PARTS = {"worker main", "pool", "submitter", "PostgreSQL", "gunicorn", "total"}
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now, all different (each socket stays bound until all are picked)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-@pytest.fixture
-def bench_database_url():
-    """A database of its own beside the test database: the harness creates and migrates it."""
-    db = settings.DATABASES["default"]
-    if db["ENGINE"].split(".")[-1] != "postgresql" or not settings.REDIS_URL:
-        pytest.skip("the bench runs on the real stack: PostgreSQL and Redis")
-    name = f"{db['NAME']}_bench_smoke"
-    server = f"postgres://{quote(db['USER'] or 'postgres')}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-    yield f"{server}/{name}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.bench_smoke
 @pytest.mark.slow
-def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_database_url, tmp_path):
+def test_the_harness_measures_every_row_and_writes_well_formed_results(bench_database_url, free_ports, tmp_path):
     missing = [tool for tool in ("wrk", "redis-benchmark", "pgbench") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (.ci/apt-packages.txt)")
-    # Both ports from the OS: a neighbour's port next to ours is no longer free for the stock server
-    # when the suite runs on several workers.
     web_port, stock_port = free_ports(2)
     run = [
         sys.executable, "-m", "bench.run", "--smoke", "--database-url", bench_database_url,

@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,43 @@ def test_the_api_harness_measures_a_post_and_a_list():
     assert not Task.objects.exists()  # the POSTs' tasks are deleted after
     listed = run_harness("bench.profile_api", "list", "--staff", "--requests", "10", "--warmup", "2", "--batches", "2")
     assert listed["endpoint"] == "GET list"
+
+
+@pytest.mark.slow
+def test_the_wait_profile_splits_a_pool_process_time_and_postgresqls_cpu(bench_database_url, free_ports):
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to tell whose PostgreSQL backend is whose")
+    web_port, stock_port = free_ports(2)
+    run = [
+        sys.executable, "-m", "bench.profile_wait", "--tasks", "300", "--seconds", "2", "--rows", "2000",
+        "--database-url", bench_database_url, "--redis-url", settings.REDIS_URL,
+        "--port", str(web_port), "--stock-port", str(stock_port),
+    ]  # fmt: skip
+    done = subprocess.run(run, cwd=BASE_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["tasks"] == 300 and result["tasks_per_s"] > 0
+    shares = result["pool_process_wall_shares"]
+    assert sum(shares.values()) == pytest.approx(1, abs=0.01)
+    # The sampled process ran claims and finishes, and waited on PostgreSQL in them.
+    assert shares.get("claim: the rest", 0) > 0 and shares.get("finish: the rest", 0) > 0, shares
+    assert shares.get("claim: waiting on PostgreSQL", 0) + shares.get("finish: waiting on PostgreSQL", 0) > 0, shares
+    postgres = result["postgres_cpu_ms_per_task"]
+    assert postgres["pool"] > 0 and postgres.get("gunicorn", 0) >= 0, postgres
+
+
+def test_a_sample_is_told_apart_by_its_innermost_frame():
+    from bench.profile_wait import part_of_run
+
+    run = ["Worker.workloop (billiard/pool.py:1)", "execute (apps/tasks/executor.py:1)"]
+    claim = [*run, "_claim (apps/tasks/executor.py:2)", "Cursor.execute (psycopg/cursor.py:3)"]
+    assert part_of_run([*claim, "Connection.wait (psycopg/connection.py:4)"]) == "claim: waiting on PostgreSQL"
+    # psycopg's generator (dumping the parameters) runs under wait: CPU, not a wait.
+    dumping = [*claim, "Connection.wait (psycopg/connection.py:4)", "PostgresQuery.dump (psycopg/_queries.py:5)"]
+    assert part_of_run(dumping) == "claim: the rest"
+    finish = [*run, "_record_success (apps/tasks/executor.py:6)", "Connection.wait (psycopg/connection.py:4)"]
+    assert part_of_run(finish) == "finish: waiting on PostgreSQL"
+    receive = ["Worker.workloop (billiard/pool.py:1)", "Worker._make_protected_receive.<locals>.receive (x:1)"]
+    assert part_of_run([*receive, "Connection._recv (billiard/connection.py:7)"]) == "waiting for the next wake-up"
+    assert part_of_run([*receive, "pickle_loads (billiard/common.py:8)"]).startswith("the rest")
+    assert part_of_run(["Thread.run (threading.py:1)", "LeaseKeeper._loop (apps/tasks/executor.py:9)"]) is None
