@@ -6,9 +6,10 @@ accepted since (tasks finishing are not given back). While the headroom covers a
 costs one cache decrement, one round trip: neither the count nor the quota's figures are read.
 Past it, the exact count is taken again (capped at the quota, from an index of unfinished
 tasks) against the quota's figures, and sets the new headroom. A change of the owner's figures
-drops the headroom (backlog_forget, on a Quota's save or delete: apps.py), and the default quota is part of the
-key, so either applies at the next submission. Two submissions racing at the very edge can
-overshoot by one request's tasks: a quota protects capacity, it is not a billing figure.
+drops the headroom (backlog_forget, on a Quota's save or delete: apps.py), and the default
+quota is part of the key, so either applies at the next submission. Two submissions racing at
+the very edge can overshoot by one request's tasks: a quota protects capacity, it is not a
+billing figure.
 """
 
 from datetime import timedelta
