@@ -26,7 +26,7 @@ from . import cron
 from .models import UNFINISHED_STATUSES, Schedule, Task
 
 # How long a headroom is trusted at most before an exact count.
-BACKLOG_BOUND_SECONDS = 600
+BACKLOG_HEADROOM_SECONDS = 600
 # A cron schedule's shortest gap is judged over this many of its next runs.
 CRON_RUNS_CHECKED = 200
 
@@ -54,7 +54,7 @@ def check_backlog(owner, adding: int) -> None:
     quota_check(
         owner, "tasks_not_final", current=current, adding=adding, what="tasks not yet final", error=BacklogQuotaExceeded
     )
-    cache.set(key, limit - current - adding, BACKLOG_BOUND_SECONDS)
+    cache.set(key, limit - current - adding, BACKLOG_HEADROOM_SECONDS)
 
 
 def backlog_forget(owner) -> None:
