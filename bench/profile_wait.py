@@ -62,11 +62,12 @@ def wall_shares(raw: str) -> dict[str, float]:
 
 def client_processes(bench) -> dict[int, int | None]:
     """{backend pid: the local process on the other end of its connection}."""
+    server_port = f":{bench.db.info.port}"
     listed = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=False).stdout
     by_port = {}
     for line in listed.splitlines():
         fields, owner = line.split(), re.search(r"pid=(\d+)", line)
-        if owner and len(fields) >= 5 and fields[4].endswith(":5432"):
+        if owner and len(fields) >= 5 and fields[4].endswith(server_port):
             by_port[int(fields[3].rsplit(":", 1)[1])] = int(owner.group(1))
     rows = bench.db.execute(
         "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
